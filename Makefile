@@ -1,0 +1,74 @@
+# lit_pretrain: `make pretrain` and `make test` are the two commands a newcomer needs.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+# CPU machines pin this torch (a local CPU wheel here; PyPI's Linux build of it also runs on CPU).
+CPU_TORCH ?= 2.13.0
+DATA_DIR ?= data/python-stdlib
+RUN_DIR ?= out/tiny
+PYTEST_ARGS ?=
+
+.PHONY: help install data pretrain train sample test test-slow lint format clean
+
+help:
+	@echo "make pretrain   install, prepare the built-in corpus, train the tiny model, print a sample"
+	@echo "make test       install if needed and run the fast test suite"
+	@echo "make test-slow  run the tests marked slow"
+	@echo "make data       prepare the built-in python-stdlib corpus into $(DATA_DIR)"
+	@echo "make lint       ruff check and format check"
+
+install: $(STAMP)
+
+# torchvision is pulled in by litdata (>= 0.2.45) but only used for images and video. PyPI's Linux
+# torchvision wheels are CUDA builds: next to a CPU torch they break `import lightning`
+# (operator torchvision::nms does not exist), so it is removed where torch has no CUDA.
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "== GPU found: installing with a CUDA build of torch"; \
+		$(PIP) install -e '.[dev]'; \
+	else \
+		echo "== No GPU: pinning CPU torch==$(CPU_TORCH)"; \
+		echo "torch==$(CPU_TORCH)" > $(VENV)/cpu-constraints.txt; \
+		$(PIP) install -c $(VENV)/cpu-constraints.txt -e '.[dev]'; \
+	fi
+	@if $(PY) -c "import sys, torch; sys.exit(torch.version.cuda is not None)"; then \
+		echo "== CPU-only torch: removing torchvision (unused, and its PyPI build needs CUDA torch)"; \
+		$(PIP) uninstall -y -q torchvision || true; \
+	fi
+	$(PY) -c "import lightning, litdata, lit_pretrain; print('== installed: lightning', lightning.__version__, 'litdata', litdata.__version__)"
+	@touch $(STAMP)
+
+data: install
+	$(VENV)/bin/lit-pretrain prepare --config configs/data/prepare-python-stdlib.yaml --output_dir $(DATA_DIR)
+
+train: data
+	$(VENV)/bin/lit-pretrain fit --config configs/tiny.yaml --data.data_dir $(DATA_DIR) --trainer.default_root_dir $(RUN_DIR)
+
+sample: install
+	$(VENV)/bin/lit-pretrain generate --checkpoint $(RUN_DIR)/checkpoints/last.ckpt --prompt "def main(" --max_new_tokens 120 --temperature 0.8 --top_k 50
+
+pretrain: train
+	@$(MAKE) --no-print-directory sample
+	@echo ""
+	@echo "== Done. Checkpoints: $(RUN_DIR)/checkpoints/   TensorBoard logs: $(RUN_DIR)/tensorboard/"
+	@echo "== Look at the curves with:  $(VENV)/bin/tensorboard --logdir $(RUN_DIR)/tensorboard"
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-slow: install
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf out data .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Corpus assembly (sources, tokenizer, shards) and the streaming DataModule."""

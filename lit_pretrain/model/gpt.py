@@ -1,0 +1,253 @@
+"""A decoder-only transformer in plain PyTorch, in GPT-2 or Llama flavour depending on `ModelConfig`.
+
+GPT-2: LayerNorm, learned positions, GELU MLP, biases. Llama: RMSNorm, rotary positions (RoPE), SwiGLU MLP,
+grouped-query attention, no biases. Training, distribution, precision and compilation live elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lit_pretrain.model.config import ModelConfig
+
+
+class GPT(nn.Module):
+    """Token embedding, a stack of pre-norm transformer blocks, a final norm and the language-model head."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        target_device = torch.get_default_device()
+        # Build on the meta device and initialise once in reset_parameters(): this skips PyTorch's throwaway
+        # default init and makes a regular build draw exactly the same weights as meta build + to_empty + reset.
+        with torch.device("meta"):
+            self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+            if config.position == "learned":
+                self.wpe = nn.Embedding(config.block_size, config.n_embd)
+            self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+            self.norm_f = make_norm(config)
+            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+            if config.tie_embeddings:
+                self.lm_head.weight = self.wte.weight
+            if config.position == "rope":
+                # Non-persistent: derived from the config, so kept out of checkpoints.
+                table_shape = (config.block_size, config.head_size)
+                self.register_buffer(
+                    "rope_cos", torch.empty(table_shape, dtype=torch.float32), persistent=False
+                )
+                self.register_buffer(
+                    "rope_sin", torch.empty(table_shape, dtype=torch.float32), persistent=False
+                )
+        if target_device.type != "meta":
+            self.to_empty(device=target_device)
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """(Re)initialise all weights from the torch RNG and recompute the RoPE tables."""
+        config = self.config
+        if config.tie_embeddings:
+            # to_empty() replaces every parameter with a new one, which unties shared weights; tie them again.
+            self.lm_head.weight = self.wte.weight
+        # GPT-2: scale the projections that write into the residual stream so its variance does not grow
+        # with depth (each block adds two of them).
+        residual_std = config.init_std / math.sqrt(2 * config.n_layer)
+        for name, module in self.named_modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                if module is self.lm_head and config.tie_embeddings:
+                    continue
+                std = residual_std if name.endswith(".proj") else config.init_std
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+                module.reset_parameters()
+        if config.position == "rope":
+            cos, sin = rope_tables(
+                config.block_size, config.head_size, config.rope_base, self.rope_cos.device
+            )
+            self.rope_cos.copy_(cos)
+            self.rope_sin.copy_(sin)
+
+    init_weights = reset_parameters
+
+    def forward(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, T, vocab] for tokens `idx` [B, T]; with `input_pos` [T], decode through the KV cache."""
+        seq_len = idx.size(1)
+        if seq_len > self.config.block_size:
+            raise ValueError(f"Sequence length {seq_len} exceeds block_size {self.config.block_size}")
+        positions = input_pos if input_pos is not None else torch.arange(seq_len, device=idx.device)
+        x = self.wte(idx)
+        if self.config.position == "learned":
+            x = x + self.wpe(positions)
+            cos = sin = None
+        else:
+            cos, sin = self.rope_cos[positions], self.rope_sin[positions]
+        for block in self.blocks:
+            x = block(x, cos, sin, input_pos)
+        return self.lm_head(self.norm_f(x))
+
+    def setup_kv_cache(
+        self,
+        batch_size: int,
+        max_seq_len: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        """Allocate a key/value cache in every attention layer, for decoding with `forward(idx, input_pos)`."""
+        max_seq_len = max_seq_len or self.config.block_size
+        if max_seq_len > self.config.block_size:
+            raise ValueError(f"max_seq_len {max_seq_len} exceeds block_size {self.config.block_size}")
+        device = device or self.wte.weight.device
+        dtype = dtype or self.wte.weight.dtype
+        shape = (batch_size, self.config.n_kv_head, max_seq_len, self.config.head_size)
+        # Search all modules rather than self.blocks[i].attn so this works on wrapped (compiled/FSDP) blocks.
+        for module in self.modules():
+            if isinstance(module, CausalSelfAttention):
+                module.kv_cache = KVCache(shape, device, dtype)
+
+    def clear_kv_cache(self) -> None:
+        """Free the key/value caches."""
+        for module in self.modules():
+            if isinstance(module, CausalSelfAttention):
+                module.kv_cache = None
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.norm_1 = make_norm(config)
+        self.attn = CausalSelfAttention(config)
+        self.norm_2 = make_norm(config)
+        self.mlp = GeluMLP(config) if config.mlp == "gelu" else SwiGLUMLP(config)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor | None = None,
+        sin: torch.Tensor | None = None,
+        input_pos: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Apply the block to x [B, T, C]; cos/sin are the RoPE tables at x's positions."""
+        x = x + self.attn(self.norm_1(x), cos, sin, input_pos)
+        return x + self.mlp(self.norm_2(x))
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head (or grouped-query) causal self-attention with an optional KV cache."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.n_head, self.n_kv_head, self.head_size = config.n_head, config.n_kv_head, config.head_size
+        kv_width = config.n_kv_head * config.head_size
+        self.qkv = nn.Linear(config.n_embd, config.n_embd + 2 * kv_width, bias=config.bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.kv_cache: KVCache | None = None
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor | None = None,
+        sin: torch.Tensor | None = None,
+        input_pos: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Attend over x [B, T, C] causally, or over the cache plus x when `input_pos` is given."""
+        batch, seq_len, width = x.shape
+        kv_width = self.n_kv_head * self.head_size
+        q, k, v = self.qkv(x).split([width, kv_width, kv_width], dim=-1)
+        q = q.view(batch, seq_len, self.n_head, self.head_size).transpose(1, 2)
+        k = k.view(batch, seq_len, self.n_kv_head, self.head_size).transpose(1, 2)
+        v = v.view(batch, seq_len, self.n_kv_head, self.head_size).transpose(1, 2)
+        if cos is not None:
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        mask = None
+        if input_pos is not None:
+            if self.kv_cache is None:
+                raise RuntimeError("input_pos given but no KV cache: call model.setup_kv_cache() first")
+            k, v = self.kv_cache.update(input_pos, k, v)
+            # Query i sits at input_pos[i] and may see every cached position up to and including its own.
+            mask = input_pos[:, None] >= torch.arange(k.size(2), device=x.device)
+        if self.n_kv_head != self.n_head:
+            # Expand K/V heads explicitly: SDPA's enable_gqa is not supported by every backend (e.g. CUDA
+            # memory-efficient attention), and silently falling back to the math kernel would cost memory.
+            k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+            v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        return self.proj(y.transpose(1, 2).reshape(batch, seq_len, width))
+
+
+class KVCache(nn.Module):
+    """Keys and values of past positions, [B, n_kv_head, max_seq_len, head_size], written in place."""
+
+    def __init__(self, shape: tuple[int, ...], device: torch.device | str, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+
+    def update(
+        self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v [B, n_kv_head, T, head_size] at `input_pos` and return the whole cache for this batch."""
+        k_cache, v_cache = self.k[: k.size(0)], self.v[: v.size(0)]
+        k_cache.index_copy_(2, input_pos, k.to(k_cache.dtype))
+        v_cache.index_copy_(2, input_pos, v.to(v_cache.dtype))
+        return k_cache.to(k.dtype), v_cache.to(v.dtype)
+
+
+class GeluMLP(nn.Module):
+    """GPT-2 MLP: proj(gelu(fc(x)))."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.n_embd, config.intermediate_size, bias=config.bias)
+        self.proj = nn.Linear(config.intermediate_size, config.n_embd, bias=config.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the MLP."""
+        # GPT-2 was trained with the tanh approximation of GELU.
+        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
+
+
+class SwiGLUMLP(nn.Module):
+    """Llama MLP: proj(silu(gate(x)) * up(x))."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.gate = nn.Linear(config.n_embd, config.intermediate_size, bias=config.bias)
+        self.up = nn.Linear(config.n_embd, config.intermediate_size, bias=config.bias)
+        self.proj = nn.Linear(config.intermediate_size, config.n_embd, bias=config.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the MLP."""
+        return self.proj(F.silu(self.gate(x)) * self.up(x))
+
+
+def make_norm(config: ModelConfig) -> nn.Module:
+    """The normalisation layer the config asks for."""
+    if config.norm == "layernorm":
+        return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
+    return nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+
+
+def rope_tables(
+    seq_len: int, head_size: int, base: float, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [seq_len, head_size] of the rotary angles, computed in float32."""
+    inv_freq = 1.0 / base ** (torch.arange(0, head_size, 2, device=device, dtype=torch.float32) / head_size)
+    angles = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)  # the two halves of each head rotate together
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [B, H, T, head_size] by the angles in cos/sin [T, head_size] (Llama's half-split layout)."""
+    # Rotate in float32: in bf16 the angles of late positions lose too much precision.
+    x_float = x.float()
+    x1, x2 = x_float.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return (x_float * cos.float() + rotated * sin.float()).to(x.dtype)
