@@ -42,7 +42,7 @@ $(STAMP): pyproject.toml Makefile
 	@touch $(STAMP)
 
 data: install
-	$(VENV)/bin/lit-pretrain prepare --config configs/data/prepare-python-stdlib.yaml --output_dir $(DATA_DIR)
+	$(VENV)/bin/lit-pretrain prepare --config configs/prepare/python-stdlib.yaml --output_dir $(DATA_DIR)
 
 train: data
 	$(VENV)/bin/lit-pretrain fit --config configs/tiny.yaml --data.data_dir $(DATA_DIR) --trainer.default_root_dir $(RUN_DIR)

@@ -1,0 +1,52 @@
+"""Training callbacks: throughput and a progress line with ETA."""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+
+
+class TokenThroughput(L.Callback):
+    """Logs tokens/s, tokens seen and, with `peak_flops` given, model FLOPs utilisation (MFU)."""
+
+    def __init__(self, peak_flops_per_device: float | None = None) -> None:
+        self.peak_flops_per_device = peak_flops_per_device
+        self._window_start: float | None = None
+        self._window_tokens = 0
+        self._flops_per_token: int | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Start the clock and work out the FLOPs per token once."""
+        datamodule = trainer.datamodule
+        seq_len = getattr(datamodule, "seq_len", None)
+        if seq_len is not None and hasattr(pl_module, "model_summary"):
+            summary = pl_module.model_summary(seq_len)
+            self._flops_per_token = summary["flops_per_token"]
+            if trainer.is_global_zero:
+                print(
+                    f"model {pl_module.config.name}: {summary['parameters'] / 1e6:.2f}M parameters, "
+                    f"{summary['flops_per_token'] / 1e6:.1f} MFLOPs per token at seq_len {seq_len}",
+                    flush=True,
+                )
+        self._window_start = time.perf_counter()
+        self._window_tokens = 0
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        """Count tokens; every `log_every_n_steps` optimizer steps, log the rate over that window."""
+        self._window_tokens += batch.size(0) * (batch.size(1) - 1) * trainer.world_size
+        is_step_end = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+        if not is_step_end or trainer.global_step % trainer.log_every_n_steps != 0:
+            return
+        elapsed = time.perf_counter() - self._window_start
+        tokens_per_sec = self._window_tokens / max(elapsed, 1e-9)
+        metrics = {"perf/tokens_per_sec": tokens_per_sec, "train/tokens_seen": float(pl_module.tokens_seen)}
+        if self._flops_per_token and self.peak_flops_per_device:
+            achieved = tokens_per_sec * self._flops_per_token / trainer.world_size
+            metrics["perf/mfu"] = achieved / self.peak_flops_per_device
+        pl_module.log_dict(metrics, on_step=True, on_epoch=False)
+        pl_module.log("tok/s", tokens_per_sec, prog_bar=True, logger=False, on_step=True, on_epoch=False)
+        self._window_start = time.perf_counter()
+        self._window_tokens = 0

@@ -1,0 +1,72 @@
+"""fit/validate: LightningCLI wired to `LitPretrain` and `PretrainDataModule`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from lit_pretrain.callbacks import TokenThroughput
+from lit_pretrain.data.datamodule import PretrainDataModule
+from lit_pretrain.module import LitPretrain
+
+
+class PretrainCLI(LightningCLI):
+    """LightningCLI with the checkpoint callback exposed as `--checkpoint.*` and run-directory defaults."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Add `--checkpoint.*` (a ModelCheckpoint that always keeps last.ckpt)."""
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "step-{step:07d}",
+                "checkpoint.auto_insert_metric_name": False,
+                "checkpoint.save_top_k": -1,
+            }
+        )
+
+    def before_instantiate_classes(self) -> None:
+        """Put checkpoints and TensorBoard logs under the run's default_root_dir unless set explicitly."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        root = config.trainer.default_root_dir or os.getcwd()
+        if config.checkpoint.dirpath is None:
+            config.checkpoint.dirpath = str(Path(root) / "checkpoints")
+        if config.trainer.logger in (None, True):
+            config.trainer.logger = {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": str(root), "name": "tensorboard"},
+            }
+
+    def after_fit(self) -> None:
+        """Say where everything went and how it ended."""
+        trainer = self.trainer
+        if not trainer.is_global_zero:
+            return
+        metrics = {
+            k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))
+        }
+        checkpoint_dir = self.config[self.subcommand].checkpoint.dirpath
+        print("\n== Training finished")
+        print(f"   steps: {trainer.global_step}   tokens seen: {getattr(self.model, 'tokens_seen', 0):,}")
+        for name in ("train/loss", "val/loss", "val/ppl"):
+            if name in metrics:
+                print(f"   {name}: {metrics[name]:.4f}")
+        print(f"   checkpoints: {checkpoint_dir}")
+        if trainer.logger is not None and trainer.logger.save_dir:
+            logdir = Path(trainer.logger.save_dir) / "tensorboard"
+            print(f"   TensorBoard: tensorboard --logdir {logdir}")
+
+
+def run_lightning_cli(args: list[str] | None = None) -> PretrainCLI:
+    """Run fit/validate with `args` (default: sys.argv) and return the CLI object."""
+    return PretrainCLI(
+        LitPretrain,
+        PretrainDataModule,
+        trainer_defaults={"callbacks": [LearningRateMonitor(logging_interval="step"), TokenThroughput()]},
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        parser_kwargs={"default_env": False},
+    )
