@@ -24,7 +24,9 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[LitPretrain,
     checkpoint = torch.load(path, map_location=device, weights_only=False)
     if "hyper_parameters" not in checkpoint or "state_dict" not in checkpoint:
         raise ValueError(f"{path} is not a lit-pretrain checkpoint (no hyper_parameters/state_dict)")
-    module = LitPretrain(**checkpoint["hyper_parameters"])
+    # LightningCLI adds private entries such as `_instantiator`; the constructor takes only the public ones.
+    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
+    module = LitPretrain(**hparams)
     module.configure_model()
     module.load_state_dict(checkpoint["state_dict"])
     return module.to(device).eval(), checkpoint

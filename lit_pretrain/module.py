@@ -84,6 +84,8 @@ class LitPretrain(L.LightningModule):
         loss = self._loss(batch)
         self.tokens_seen += (batch.size(1) - 1) * batch.size(0) * self.trainer.world_size
         self.log("train/loss", loss, prog_bar=True)
+        # The rate used by this step (a Python float: logging it costs no device sync).
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lit_pretrain.callbacks import TokenThroughput
@@ -65,7 +65,7 @@ def run_lightning_cli(args: list[str] | None = None) -> PretrainCLI:
     return PretrainCLI(
         LitPretrain,
         PretrainDataModule,
-        trainer_defaults={"callbacks": [LearningRateMonitor(logging_interval="step"), TokenThroughput()]},
+        trainer_defaults={"callbacks": [TokenThroughput()]},
         save_config_kwargs={"overwrite": True},
         args=args,
         parser_kwargs={"default_env": False},

@@ -1,0 +1,67 @@
+"""Every YAML under configs/ parses with --print_config, alone and in the documented combinations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lit_pretrain.cli import main
+from lit_pretrain.model import available_models
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+ALL_YAML = sorted(CONFIGS.rglob("*.yaml"))
+
+
+def print_config(args: list[str], capsys) -> dict:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args + ["--print_config"])
+    assert exit_info.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_there_are_configs_in_every_group():
+    groups = {p.parent.name for p in ALL_YAML}
+    assert {"model", "data", "trainer", "experiment", "prepare"} <= groups
+    assert (CONFIGS / "tiny.yaml").is_file()
+
+
+@pytest.mark.parametrize("path", ALL_YAML, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_yaml_parses_with_print_config(path: Path, capsys):
+    if path.parent.name == "prepare":
+        printed = print_config(["prepare", "--config", str(path), "--output_dir", "unused"], capsys)
+        assert printed["inputs"], "a prepare config names its inputs"
+    else:
+        printed = print_config(["fit", "--config", str(path)], capsys)
+        assert printed["model"]["model_name"] in available_models()
+
+
+def test_composed_experiment_equals_the_complete_demo(capsys):
+    composed = print_config(
+        ["fit"]
+        + [
+            arg
+            for name in ("trainer/cpu", "model/tiny", "data/python-stdlib", "experiment/tiny-cpu")
+            for arg in ("--config", str(CONFIGS / f"{name}.yaml"))
+        ],
+        capsys,
+    )
+    complete = print_config(["fit", "--config", str(CONFIGS / "tiny.yaml")], capsys)
+    assert composed == complete
+
+
+def test_standard_overrides_work(capsys):
+    printed = print_config(
+        ["fit", "--config", str(CONFIGS / "tiny.yaml"), "--trainer.max_steps", "7", "--checkpoint.every_n_train_steps", "3"],
+        capsys,
+    )
+    assert printed["trainer"]["max_steps"] == 7
+    assert printed["checkpoint"]["every_n_train_steps"] == 3 and printed["checkpoint"]["save_last"] is True
+
+
+def test_cli_help_and_unknown_command(capsys):
+    main(["--help"])
+    assert "prepare" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown command 'train'"):
+        main(["train"])

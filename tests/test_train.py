@@ -1,0 +1,139 @@
+"""prepare -> fit -> generate through the real CLI, TensorBoard read back, resume, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lit_pretrain.cli import main
+from tests.conftest import TEST_MODEL_OVERRIDES
+
+
+def fit_args(data_dir: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [
+        "fit",
+        "--config",
+        "configs/tiny.yaml",
+        "--model.model_overrides",
+        json.dumps(TEST_MODEL_OVERRIDES),
+        "--model.warmup_steps",
+        "2",
+        "--data.data_dir",
+        str(data_dir),
+        "--data.seq_len",
+        "32",
+        "--data.micro_batch_size",
+        "4",
+        "--data.num_workers",
+        "0",
+        "--trainer.default_root_dir",
+        str(run_dir),
+        "--trainer.max_steps",
+        "6",
+        "--trainer.val_check_interval",
+        "3",
+        "--trainer.limit_val_batches",
+        "2",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--checkpoint.every_n_train_steps",
+        "3",
+        *extra,
+    ]
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in the run's TensorBoard event files, read by tensorboard's own reader."""
+    found: dict[str, list[tuple[int, float]]] = {}
+    for event_file in sorted(run_dir.glob("tensorboard/**/events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(event_file))
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            found.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
+    return found
+
+
+@pytest.fixture(scope="module")
+def trained_run(small_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("run")
+    main(fit_args(small_corpus, run_dir))
+    return run_dir
+
+
+def test_fit_writes_checkpoints_and_tensorboard_logs(trained_run: Path, capsys):
+    checkpoints = sorted(p.name for p in (trained_run / "checkpoints").iterdir())
+    assert "last.ckpt" in checkpoints and "step-0000003.ckpt" in checkpoints and "step-0000006.ckpt" in checkpoints
+    logged = scalars(trained_run)
+    assert [step for step, _ in logged["train/loss"]] == [0, 1, 2, 3, 4, 5]
+    assert {"val/loss", "val/ppl", "perf/tokens_per_sec", "train/lr"} <= set(logged)
+    for (_, loss), (_, ppl) in zip(logged["val/loss"], logged["val/ppl"], strict=True):
+        assert ppl == pytest.approx(torch.exp(torch.tensor(loss)).item(), rel=1e-4)
+    checkpoint = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 6 and checkpoint["tokens_seen"] == 6 * 4 * 32
+    assert "tokenizer_json" in checkpoint and checkpoint["data_manifest"]["vocab_size"] == 512
+
+
+def test_training_lowers_the_loss(trained_run: Path):
+    losses = [loss for _, loss in scalars(trained_run)["train/loss"]]
+    assert losses[-1] < losses[0]
+
+
+def test_generate_from_checkpoint(trained_run: Path, capsys):
+    checkpoint = trained_run / "checkpoints" / "last.ckpt"
+    main(["generate", "--checkpoint", str(checkpoint), "--prompt", "def ", "--max_new_tokens", "20"])
+    out = capsys.readouterr().out
+    assert "== sample 1 (checkpoint step 6" in out
+    text = out.split("\n", 1)[1]
+    assert text.startswith("def ") and len(text) > len("def \n")
+    main(["generate", "--checkpoint", str(checkpoint), "--prompt", "def ", "--temperature", "0", "--max_new_tokens", "10"])
+    main(["generate", "--checkpoint", str(checkpoint), "--prompt", "def ", "--temperature", "0", "--max_new_tokens", "10"])
+    greedy = capsys.readouterr().out.split("== sample 1")
+    assert greedy[1] == greedy[2], "greedy decoding is deterministic"
+
+
+def test_resume_from_last_continues_the_step_count(trained_run: Path, small_corpus: Path, tmp_path: Path):
+    main(fit_args(small_corpus, trained_run, "--trainer.max_steps", "9", "--ckpt_path", "last"))
+    checkpoint = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 9 and checkpoint["tokens_seen"] == 9 * 4 * 32
+
+
+def test_validate_command_reports_val_loss(small_corpus: Path, tmp_path: Path, capsys):
+    args = fit_args(small_corpus, tmp_path)
+    args[0] = "validate"
+    main(args)
+    assert "val/loss" in capsys.readouterr().out
+
+
+def test_missing_data_directory_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match=r"does not exist: prepare one with `lit-pretrain prepare"):
+        main(fit_args(tmp_path / "nowhere", tmp_path / "run"))
+
+
+def test_unfinished_data_directory_is_a_clear_error(tmp_path: Path):
+    (tmp_path / "half").mkdir()
+    with pytest.raises(FileNotFoundError, match="no manifest.json"):
+        main(fit_args(tmp_path / "half", tmp_path / "run"))
+
+
+def test_vocabulary_mismatch_is_a_clear_error(small_corpus: Path, tmp_path: Path):
+    args = fit_args(small_corpus, tmp_path / "run")
+    overrides = dict(TEST_MODEL_OVERRIDES, vocab_size=300)
+    args[args.index("--model.model_overrides") + 1] = json.dumps(overrides)
+    with pytest.raises(ValueError, match=r"tokenized with 512 tokens but model .* has vocab_size 300"):
+        main(args)
+
+
+def test_sequence_longer_than_model_context_is_a_clear_error(small_corpus: Path, tmp_path: Path):
+    with pytest.raises(ValueError, match=r"--data.seq_len 128 is longer than .* block_size 64"):
+        main(fit_args(small_corpus, tmp_path / "run", "--data.seq_len", "128"))
+
+
+def test_generate_without_checkpoint_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(SystemExit, match="no checkpoint at"):
+        main(["generate", "--checkpoint", str(tmp_path / "missing.ckpt"), "--prompt", "x"])
