@@ -10,10 +10,11 @@ DATA_DIR ?= data/python-stdlib
 RUN_DIR ?= out/tiny
 PYTEST_ARGS ?=
 
-.PHONY: help install data pretrain train sample test test-slow lint format clean
+.PHONY: help install data baseline pretrain train sample test test-slow lint format clean
 
 help:
 	@echo "make pretrain   install, prepare the built-in corpus, train the tiny model, print a sample"
+	@echo "make install    create $(VENV) and install lit_pretrain (CPU torch where there is no GPU)"
 	@echo "make test       install if needed and run the fast test suite"
 	@echo "make test-slow  run the tests marked slow"
 	@echo "make data       prepare the built-in python-stdlib corpus into $(DATA_DIR)"
@@ -26,13 +27,14 @@ install: $(STAMP)
 # (operator torchvision::nms does not exist), so it is removed where torch has no CUDA.
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)
+	@echo "== Installing lit_pretrain into $(VENV) (a few minutes the first time)"
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 		echo "== GPU found: installing with a CUDA build of torch"; \
-		$(PIP) install -e '.[dev]'; \
+		$(PIP) install -q -e '.[dev]'; \
 	else \
 		echo "== No GPU: pinning CPU torch==$(CPU_TORCH)"; \
 		echo "torch==$(CPU_TORCH)" > $(VENV)/cpu-constraints.txt; \
-		$(PIP) install -c $(VENV)/cpu-constraints.txt -e '.[dev]'; \
+		$(PIP) install -q -c $(VENV)/cpu-constraints.txt -e '.[dev]'; \
 	fi
 	@if $(PY) -c "import sys, torch; sys.exit(torch.version.cuda is not None)"; then \
 		echo "== CPU-only torch: removing torchvision (unused, and its PyPI build needs CUDA torch)"; \
@@ -42,7 +44,17 @@ $(STAMP): pyproject.toml Makefile
 	@touch $(STAMP)
 
 data: install
-	$(VENV)/bin/lit-pretrain prepare --config configs/prepare/python-stdlib.yaml --output_dir $(DATA_DIR)
+	@if [ -f $(DATA_DIR)/manifest.json ]; then \
+		echo "== $(DATA_DIR) is already prepared (delete it to prepare again)"; \
+	else \
+		$(VENV)/bin/lit-pretrain prepare --config configs/prepare/python-stdlib.yaml --output_dir $(DATA_DIR); \
+	fi
+
+# The untrained model's validation loss: the yardstick the trained one is compared with.
+baseline: data
+	@echo "== Validation loss of the untrained model"
+	$(VENV)/bin/lit-pretrain validate --config configs/tiny.yaml --data.data_dir $(DATA_DIR) \
+		--trainer.default_root_dir $(RUN_DIR)/untrained --trainer.enable_progress_bar false
 
 train: data
 	$(VENV)/bin/lit-pretrain fit --config configs/tiny.yaml --data.data_dir $(DATA_DIR) --trainer.default_root_dir $(RUN_DIR)
@@ -50,8 +62,8 @@ train: data
 sample: install
 	$(VENV)/bin/lit-pretrain generate --checkpoint $(RUN_DIR)/checkpoints/last.ckpt --prompt "def main(" --max_new_tokens 120 --temperature 0.8 --top_k 50
 
-pretrain: train
-	@$(MAKE) --no-print-directory sample
+pretrain: baseline
+	@$(MAKE) --no-print-directory train sample
 	@echo ""
 	@echo "== Done. Checkpoints: $(RUN_DIR)/checkpoints/   TensorBoard logs: $(RUN_DIR)/tensorboard/"
 	@echo "== Look at the curves with:  $(VENV)/bin/tensorboard --logdir $(RUN_DIR)/tensorboard"
