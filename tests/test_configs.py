@@ -53,7 +53,15 @@ def test_composed_experiment_equals_the_complete_demo(capsys):
 
 def test_standard_overrides_work(capsys):
     printed = print_config(
-        ["fit", "--config", str(CONFIGS / "tiny.yaml"), "--trainer.max_steps", "7", "--checkpoint.every_n_train_steps", "3"],
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "tiny.yaml"),
+            "--trainer.max_steps",
+            "7",
+            "--checkpoint.every_n_train_steps",
+            "3",
+        ],
         capsys,
     )
     assert printed["trainer"]["max_steps"] == 7

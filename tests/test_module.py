@@ -47,7 +47,11 @@ def test_schedule_advances_once_per_optimizer_step(accumulate: int):
     torch.manual_seed(0)
     tokens = torch.randint(0, 512, (64, 17))
     module = LitPretrain(
-        model_overrides=TEST_MODEL_OVERRIDES, learning_rate=1e-2, min_lr=1e-3, warmup_steps=2, lr_decay_steps=6
+        model_overrides=TEST_MODEL_OVERRIDES,
+        learning_rate=1e-2,
+        min_lr=1e-3,
+        warmup_steps=2,
+        lr_decay_steps=6,
     )
     recorder = RecordLearningRate()
     trainer = L.Trainer(

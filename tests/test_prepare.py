@@ -97,7 +97,10 @@ def test_existing_tokenizer_is_reused(tmp_path: Path, small_corpus: Path):
     manifest = prepare([str(text_dir)], output, tokenizer=small_corpus / "tokenizer.json", val_fraction=0.5)
     source_manifest = json.loads((small_corpus / "manifest.json").read_text())
     assert manifest["tokenizer_sha256"] == source_manifest["tokenizer_sha256"]
-    assert manifest["sources"]["texts"]["train"]["documents"] + manifest["sources"]["texts"]["val"]["documents"] == 2
+    assert (
+        manifest["sources"]["texts"]["train"]["documents"] + manifest["sources"]["texts"]["val"]["documents"]
+        == 2
+    )
     assert (output / "tokenizer.json").read_bytes() == (small_corpus / "tokenizer.json").read_bytes()
 
 
@@ -125,7 +128,18 @@ def test_prepare_cli_reads_positional_inputs_and_config(tmp_path: Path, capsys):
 
     text = tmp_path / "story.txt"
     text.write_text("Once upon a time there was a tokenizer.\n" * 200)
-    main(["prepare", str(text), "--output_dir", str(tmp_path / "out"), "--vocab_size", "300", "--val_fraction", "0"])
+    main(
+        [
+            "prepare",
+            str(text),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--vocab_size",
+            "300",
+            "--val_fraction",
+            "0",
+        ]
+    )
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["splits"]["train"]["documents"] == 1
     assert "total" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="already exists"):

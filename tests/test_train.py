@@ -68,7 +68,11 @@ def trained_run(small_corpus: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_fit_writes_checkpoints_and_tensorboard_logs(trained_run: Path, capsys):
     checkpoints = sorted(p.name for p in (trained_run / "checkpoints").iterdir())
-    assert "last.ckpt" in checkpoints and "step-0000003.ckpt" in checkpoints and "step-0000006.ckpt" in checkpoints
+    assert (
+        "last.ckpt" in checkpoints
+        and "step-0000003.ckpt" in checkpoints
+        and "step-0000006.ckpt" in checkpoints
+    )
     logged = scalars(trained_run)
     assert [step for step, _ in logged["train/loss"]] == [0, 1, 2, 3, 4, 5]
     assert {"val/loss", "val/ppl", "perf/tokens_per_sec", "train/lr"} <= set(logged)
@@ -91,8 +95,9 @@ def test_generate_from_checkpoint(trained_run: Path, capsys):
     assert "== sample 1 (checkpoint step 6" in out
     text = out.split("\n", 1)[1]
     assert text.startswith("def ") and len(text) > len("def \n")
-    main(["generate", "--checkpoint", str(checkpoint), "--prompt", "def ", "--temperature", "0", "--max_new_tokens", "10"])
-    main(["generate", "--checkpoint", str(checkpoint), "--prompt", "def ", "--temperature", "0", "--max_new_tokens", "10"])
+    greedy_args = ["--prompt", "def ", "--temperature", "0", "--max_new_tokens", "10"]
+    for _ in range(2):
+        main(["generate", "--checkpoint", str(checkpoint), *greedy_args])
     greedy = capsys.readouterr().out.split("== sample 1")
     assert greedy[1] == greedy[2], "greedy decoding is deterministic"
 
