@@ -28,6 +28,8 @@ def fit_args(data_dir: Path, run_dir: Path, *extra: str) -> list[str]:
         "32",
         "--data.micro_batch_size",
         "4",
+        "--data.val_batch_size",
+        "4",
         "--data.num_workers",
         "0",
         "--trainer.default_root_dir",
