@@ -55,8 +55,8 @@ class PretrainCLI(LightningCLI):
             if name in metrics:
                 print(f"   {name}: {metrics[name]:.4f}")
         print(f"   checkpoints: {checkpoint_dir}")
-        if trainer.logger is not None and trainer.logger.save_dir:
-            logdir = Path(trainer.logger.save_dir) / "tensorboard"
+        logdir = getattr(trainer.logger, "root_dir", None)  # TensorBoardLogger: <save_dir>/<name>
+        if logdir:
             print(f"   TensorBoard: tensorboard --logdir {logdir}")
 
 
