@@ -13,7 +13,7 @@ from litdata.streaming.item_loader import TokensLoader
 from tokenizers import Tokenizer
 
 from lit_pretrain.data.prepare import prepare, read_documents, split_documents
-from lit_pretrain.data.sources import python_stdlib_code, python_stdlib_prose, stdlib_python_files
+from lit_pretrain.data.sources import ReadReport, python_stdlib_code, python_stdlib_prose, stdlib_python_files
 from lit_pretrain.data.tokenizer import tokenizer_sha256
 
 
@@ -34,9 +34,9 @@ def _all_tokens(split_dir: Path) -> np.ndarray:
 def test_stdlib_sources_are_real_and_carry_provenance():
     files = stdlib_python_files()
     assert len(files) > 500 and all("site-packages" not in str(f) for f in files)
-    code = next(python_stdlib_code())
+    code = next(python_stdlib_code(ReadReport()))
     assert code.source == "python-stdlib-code" and Path(code.origin).is_file() and code.text
-    prose = list(python_stdlib_prose())
+    prose = list(python_stdlib_prose(ReadReport()))
     assert any(d.id.startswith("pydoc-topic:") for d in prose), "pydoc topic texts are part of the prose"
     assert all(d.source == "python-stdlib-prose" and d.origin for d in prose[:100])
     assert len({d.id for d in prose}) == len(prose)

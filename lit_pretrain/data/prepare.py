@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from lit_pretrain.data.manifest import FORMAT_VERSION, TOKENIZER_NAME, write_manifest
-from lit_pretrain.data.sources import Document, documents_for
+from lit_pretrain.data.sources import Document, ReadReport, documents_for
 from lit_pretrain.data.tokenizer import (
     find_eos_id,
     load_tokenizer,
@@ -44,27 +44,48 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
 
 
-def read_documents(inputs: Sequence[str], max_documents_per_source: int | None) -> list[Document]:
+def read_documents(
+    inputs: Sequence[str],
+    max_documents_per_source: int | None,
+    report: ReadReport | None = None,
+    text_field: str = "text",
+    id_field: str | None = None,
+) -> list[Document]:
     """All documents of all inputs, in input order; a source that yields nothing is an error."""
+    report = report if report is not None else ReadReport()
     documents: list[Document] = []
     for spec in inputs:
-        for name, stream in documents_for(spec):
+        for name, stream in documents_for(spec, report, text_field, id_field):
             count = 0
             for document in stream:
                 if max_documents_per_source is not None and count >= max_documents_per_source:
                     break
-                if document.text.strip():
-                    documents.append(document)
-                    count += 1
+                report.documents_in += 1
+                if not document.text.strip():
+                    report.empty_documents += 1
+                    continue
+                documents.append(document)
+                count += 1
             if count == 0:
                 raise ValueError(
                     f"source {name!r} (input {spec!r}) has no documents with text: nothing to train on"
+                    + _malformed_hint(report)
                 )
-    ids = [d.id for d in documents]
-    if len(set(ids)) != len(ids):
-        duplicate = next(i for i in ids if ids.count(i) > 1)
-        raise ValueError(f"document id {duplicate!r} occurs twice: the same input was probably given twice")
+    seen: set[str] = set()
+    for document in documents:
+        if document.id in seen:
+            raise ValueError(
+                f"document id {document.id!r} ({document.origin}) occurs twice: the same input was given "
+                "twice, or --id_field is not unique"
+            )
+        seen.add(document.id)
     return documents
+
+
+def _malformed_hint(report: ReadReport) -> str:
+    if not report.malformed_records:
+        return ""
+    return f" ({report.malformed_records} malformed records, first: {report.malformed_locations[0]})"
 
 
 def split_documents(documents: list[Document], val_fraction: float) -> dict[str, list[Document]]:
@@ -154,6 +175,8 @@ def prepare(
     max_documents_per_source: int | None = None,
     chunk_tokens: int = 2**21,
     overwrite: bool = False,
+    text_field: str = "text",
+    id_field: str | None = None,
 ) -> dict[str, Any]:
     """Prepare `inputs` into train/val litdata shards, `tokenizer.json` and `manifest.json` in `output_dir`."""
     output_dir = Path(output_dir)
@@ -168,7 +191,8 @@ def prepare(
     partial_dir.mkdir(parents=True)
 
     started = time.perf_counter()
-    documents = read_documents(inputs, max_documents_per_source)
+    report = ReadReport()
+    documents = read_documents(inputs, max_documents_per_source, report, text_field, id_field)
     characters = sum(len(d.text) for d in documents)
     _log(f"read {len(documents):,} documents ({characters / 1e6:.1f}M characters)", started)
 
@@ -220,6 +244,7 @@ def prepare(
         "val_fraction": val_fraction,
         "splits": per_split,
         "sources": per_source,
+        **report.to_manifest(),
     }
     write_manifest(partial_dir, manifest)
     if output_dir.exists():
@@ -227,11 +252,22 @@ def prepare(
     partial_dir.rename(output_dir)
     _log(f"done: {output_dir} (manifest.json, tokenizer.json, train/, val/)", started)
     _print_summary(manifest)
+    _print_read_problems(manifest)
     return manifest
 
 
 def _log(message: str, since: float) -> None:
     print(f"[prepare {time.perf_counter() - since:6.1f}s] {message}", flush=True)
+
+
+def _print_read_problems(manifest: dict[str, Any]) -> None:
+    malformed = manifest["malformed_records"]
+    print(
+        f"documents read: {manifest['documents_in']:,}   empty: {manifest['empty_documents']:,}   "
+        f"invalid UTF-8 (replaced): {manifest['invalid_utf8_documents']:,}   malformed records: {malformed['count']:,}"
+    )
+    for location in malformed["first"]:
+        print(f"  malformed: {location}")
 
 
 def _print_summary(manifest: dict[str, Any]) -> None:

@@ -38,6 +38,12 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--max_documents_per_source", type=int | None, default=None, help="take only the first N documents"
     )
+    parser.add_argument(
+        "--text_field", type=str, default="text", help="JSONL: dotted path of the text, e.g. meta.body"
+    )
+    parser.add_argument(
+        "--id_field", type=str | None, default=None, help="JSONL: dotted path of a unique document id"
+    )
     parser.add_argument("--chunk_tokens", type=int, default=2**21, help="tokens per litdata chunk file")
     parser.add_argument("--overwrite", type=bool, default=False, help="replace an existing output_dir")
     return parser
@@ -82,6 +88,8 @@ def main(argv: list[str]) -> None:
             max_documents_per_source=args.max_documents_per_source,
             chunk_tokens=args.chunk_tokens,
             overwrite=args.overwrite,
+            text_field=args.text_field,
+            id_field=args.id_field,
         )
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         raise SystemExit(f"lit-pretrain prepare: error: {err}") from err
