@@ -30,6 +30,8 @@ class Document:
     source: str
     origin: str
     text: str
+    # Code gets code-specific filters (line length, generated-file detection) instead of prose ones.
+    is_code: bool = False
 
 
 @dataclass
@@ -86,7 +88,7 @@ def python_stdlib_code(report: ReadReport, name: str = "python-stdlib-code") -> 
         relative = path.relative_to(root).as_posix()
         text = report.decode(path.read_bytes())
         if text.strip():
-            yield Document(id=f"stdlib:{relative}", source=name, origin=str(path), text=text)
+            yield Document(id=f"stdlib:{relative}", source=name, origin=str(path), text=text, is_code=True)
 
 
 def _docstrings(tree: ast.AST) -> Iterator[tuple[str, int, str]]:
