@@ -10,6 +10,7 @@ commands:
   prepare   turn raw text into tokenized litdata shards:  lit-pretrain prepare INPUT... --output_dir DIR
   fit       pre-train:                                   lit-pretrain fit --config configs/tiny.yaml
   validate  evaluate on the validation split:            lit-pretrain validate --config ... [--ckpt_path PATH]
+  data      look inside a prepared dataset:              lit-pretrain data inspect DIR
   generate  sample text from a checkpoint:               lit-pretrain generate --checkpoint PATH --prompt TEXT
 
 `lit-pretrain COMMAND --help` lists a command's options."""
@@ -31,6 +32,10 @@ def main(argv: list[str] | None = None) -> None:
         from lit_pretrain.data.prepare_cli import main as prepare_main
 
         prepare_main(rest)
+    elif command == "data":
+        from lit_pretrain.data.inspect_cli import main as data_main
+
+        data_main(rest)
     elif command == "generate":
         from lit_pretrain.generate_cli import main as generate_main
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
+from lit_pretrain.data.manifest import check_fingerprints_match, fingerprint
 from lit_pretrain.model import GPT, ModelConfig, num_parameters, training_flops_per_token
 
 
@@ -43,6 +44,9 @@ class LitPretrain(L.LightningModule):
         self.config = ModelConfig.from_name(model_name, **(model_overrides or {}))
         self.model: GPT | None = None
         self.val_loss = MeanMetric()
+        # One mean per validation source, created in setup() once the data's sources are known.
+        self.val_loss_by_source = torch.nn.ModuleDict()
+        self.val_source_names: list[str] = []
         self.tokens_seen = 0
 
     def configure_model(self) -> None:
@@ -61,6 +65,11 @@ class LitPretrain(L.LightningModule):
                 f"--model.model_overrides '{{vocab_size: {data_vocab}}}' or prepare the data with "
                 f"--vocab_size {self.config.vocab_size}"
             )
+        if stage in ("fit", "validate") and hasattr(datamodule, "val_sources"):
+            self.val_source_names = [s.name for s in datamodule.val_sources]
+            for name in self.val_source_names:
+                if name not in self.val_loss_by_source:
+                    self.val_loss_by_source[name] = MeanMetric()
         seq_len = getattr(datamodule, "seq_len", None)
         if seq_len is not None and seq_len > self.config.block_size:
             raise ValueError(
@@ -72,26 +81,35 @@ class LitPretrain(L.LightningModule):
         """Logits for token ids."""
         return self.model(idx)
 
-    def _loss(self, batch: torch.Tensor) -> torch.Tensor:
+    def _loss(self, batch: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        # PretrainDataModule gives {"tokens", "source"}; a plain tensor of windows works too.
+        batch = batch["tokens"] if isinstance(batch, dict) else batch
         # Shards store uint16/uint32 tokens; embedding lookups and cross-entropy need int64.
         batch = batch.long()
         inputs, targets = batch[:, :-1], batch[:, 1:]
         logits = self.model(inputs)
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: torch.Tensor | dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Next-token cross-entropy on one micro-batch."""
         loss = self._loss(batch)
-        self.tokens_seen += (batch.size(1) - 1) * batch.size(0) * self.trainer.world_size
+        tokens = batch["tokens"] if isinstance(batch, dict) else batch
+        self.tokens_seen += (tokens.size(1) - 1) * tokens.size(0) * self.trainer.world_size
         self.log("train/loss", loss, prog_bar=True)
         # The rate used by this step (a Python float: logging it costs no device sync).
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
 
-    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        """Accumulate a token-weighted mean loss over the whole validation set."""
+    def validation_step(
+        self, batch: torch.Tensor | dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Accumulate token-weighted mean losses: over all validation data and per source."""
         loss = self._loss(batch)
-        self.val_loss.update(loss, weight=batch.size(0) * (batch.size(1) - 1))
+        tokens = batch["tokens"] if isinstance(batch, dict) else batch
+        weight = tokens.size(0) * (tokens.size(1) - 1)
+        self.val_loss.update(loss, weight=weight)
+        if dataloader_idx < len(self.val_source_names):
+            self.val_loss_by_source[self.val_source_names[dataloader_idx]].update(loss, weight=weight)
 
     def on_validation_epoch_end(self) -> None:
         """Log validation loss and perplexity (exp of the mean loss, not the mean of per-batch exps)."""
@@ -99,6 +117,10 @@ class LitPretrain(L.LightningModule):
         self.val_loss.reset()
         self.log("val/loss", loss, prog_bar=True, sync_dist=False)
         self.log("val/ppl", torch.exp(loss), sync_dist=False)
+        for name in self.val_source_names:
+            metric = self.val_loss_by_source[name]
+            self.log(f"val/{name}/loss", metric.compute(), sync_dist=False, add_dataloader_idx=False)
+            metric.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW (weight decay on matrices only) and a per-optimizer-step warmup + cosine schedule."""
@@ -138,8 +160,16 @@ class LitPretrain(L.LightningModule):
             checkpoint["data_manifest"] = datamodule.manifest
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the token counter."""
+        """Restore the token counter; refuse data whose tokens mean something else than the checkpoint's."""
         self.tokens_seen = int(checkpoint.get("tokens_seen", 0))
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if "data_manifest" in checkpoint and hasattr(datamodule, "manifest"):
+            check_fingerprints_match(
+                fingerprint(checkpoint["data_manifest"]),
+                fingerprint(datamodule.manifest),
+                "the checkpoint",
+                str(datamodule.data_dir),
+            )
 
     def model_summary(self, seq_len: int) -> dict[str, float]:
         """Parameters and training FLOPs per token, for logs and MFU."""

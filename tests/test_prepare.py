@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,33 @@ from litdata import StreamingDataset
 from litdata.streaming.item_loader import TokensLoader
 from tokenizers import Tokenizer
 
+from lit_pretrain.data.filters import FilterConfig
 from lit_pretrain.data.prepare import prepare, read_documents, split_documents
 from lit_pretrain.data.sources import ReadReport, python_stdlib_code, python_stdlib_prose, stdlib_python_files
 from lit_pretrain.data.tokenizer import tokenizer_sha256
+
+
+def prose(seed: int, words: int = 400) -> str:
+    """Varied text that the default quality filters keep."""
+    rng = random.Random(seed)
+    vocabulary = [
+        "the",
+        "a",
+        "tokenizer",
+        "model",
+        "reads",
+        "writes",
+        "text",
+        "data",
+        "every",
+        "many",
+        "some",
+        "large",
+        "small",
+        "new",
+        "old",
+    ]
+    return " ".join(rng.choice(vocabulary) + ("." if rng.random() < 0.1 else "") for _ in range(words)) + "\n"
 
 
 def _tree_hashes(directory: Path) -> dict[str, str]:
@@ -49,24 +74,41 @@ def test_manifest_describes_the_shards(small_corpus: Path):
     assert manifest["dtype"] == "uint16"
     assert manifest["tokenizer_sha256"] == tokenizer_sha256(tokenizer)
     assert set(manifest["sources"]) == {"python-stdlib-code", "python-stdlib-prose"}
+    for key in ("documents_in", "documents_kept", "exact_duplicates", "near_duplicates", "filtered"):
+        assert key in manifest
+    assert manifest["documents_in"] == 80
+    dropped = manifest["exact_duplicates"] + manifest["near_duplicates"] + sum(manifest["filtered"].values())
+    assert manifest["documents_kept"] == manifest["documents_in"] - dropped
     for split in ("train", "val"):
-        assert manifest["splits"][split]["documents"] == sum(
-            s[split]["documents"] for s in manifest["sources"].values()
-        )
-        assert manifest["splits"][split]["tokens"] == len(_all_tokens(small_corpus / split))
-    assert manifest["splits"]["train"]["documents"] + manifest["splits"]["val"]["documents"] == 80
+        assert manifest[f"tokens_{split}"] == manifest["splits"][split]["tokens"]
+        for name, source in manifest["sources"].items():
+            on_disk = len(_all_tokens(small_corpus / split / name)) if source[split]["tokens"] else 0
+            assert source[split]["tokens"] == on_disk
+    kept = manifest["splits"]["train"]["documents"] + manifest["splits"]["val"]["documents"]
+    assert kept == manifest["documents_kept"]
 
 
-def test_token_stream_is_each_document_then_eos(small_corpus: Path):
-    manifest = json.loads((small_corpus / "manifest.json").read_text())
+def test_token_stream_is_each_document_then_eos(small_corpus: Path, tmp_path: Path):
+    unfiltered = tmp_path / "unfiltered"
+    manifest = prepare(
+        ["python-stdlib"],
+        unfiltered,
+        tokenizer=small_corpus / "tokenizer.json",
+        val_fraction=0.1,
+        max_documents_per_source=40,
+        filters=FilterConfig.disabled(),
+        dedup={"exact": False},
+    )
     tokenizer = Tokenizer.from_file(str(small_corpus / "tokenizer.json"))
     documents = read_documents(["python-stdlib"], max_documents_per_source=40)
-    train_docs = split_documents(documents, val_fraction=0.1)["train"]
+    train_docs = [
+        d for d in split_documents(documents, val_fraction=0.1)["train"] if d.source == "python-stdlib-code"
+    ]
     expected = []
     for document in train_docs:
         expected.extend(tokenizer.encode(document.text, add_special_tokens=False).ids)
         expected.append(manifest["eos_id"])
-    tokens = _all_tokens(small_corpus / "train")
+    tokens = _all_tokens(unfiltered / "train" / "python-stdlib-code")
     np.testing.assert_array_equal(tokens, np.array(expected))
     assert int((tokens == manifest["eos_id"]).sum()) == len(train_docs)
     # Byte-level BPE round-trips the text exactly.
@@ -91,8 +133,8 @@ def test_two_runs_give_identical_files(tmp_path: Path, small_corpus: Path):
 def test_existing_tokenizer_is_reused(tmp_path: Path, small_corpus: Path):
     text_dir = tmp_path / "texts"
     text_dir.mkdir()
-    (text_dir / "a.txt").write_text("def hello():\n    return 'world'\n" * 50)
-    (text_dir / "b.md").write_text("# Notes\n\nSome prose about tokenizers.\n" * 50)
+    (text_dir / "a.txt").write_text(prose(seed=1))
+    (text_dir / "b.md").write_text("# Notes\n\n" + prose(seed=2))
     output = tmp_path / "mine"
     manifest = prepare([str(text_dir)], output, tokenizer=small_corpus / "tokenizer.json", val_fraction=0.5)
     source_manifest = json.loads((small_corpus / "manifest.json").read_text())
@@ -127,7 +169,7 @@ def test_prepare_cli_reads_positional_inputs_and_config(tmp_path: Path, capsys):
     from lit_pretrain.cli import main
 
     text = tmp_path / "story.txt"
-    text.write_text("Once upon a time there was a tokenizer.\n" * 200)
+    text.write_text(prose(seed=3))
     main(
         [
             "prepare",

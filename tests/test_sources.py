@@ -11,9 +11,14 @@ import zstandard
 
 from lit_pretrain.data.prepare import prepare, read_documents
 from lit_pretrain.data.sources import ReadReport
+from tests.test_prepare import prose
 
 RECORDS = [
-    {"meta": {"id": f"doc-{i}"}, "body": {"text": f"Record number {i} says hello.\n" * 20}} for i in range(12)
+    {
+        "meta": {"id": f"doc-{i}"},
+        "body": {"text": prose(seed=i)},
+    }
+    for i in range(12)
 ]
 
 
@@ -44,7 +49,7 @@ def test_bad_records_are_counted_with_locations_and_the_rest_is_read(tmp_path: P
     lines[2] = b'{"body": {"text": "unterminated'  # line 3: invalid JSON
     lines[5] = json.dumps({"body": {"other": "no text here"}}).encode()  # line 6: missing field
     lines[7] = (
-        json.dumps({"body": {"text": "caf\u00e9 " * 30}}, ensure_ascii=False)
+        json.dumps({"body": {"text": "caf\u00e9 " + prose(seed=99)}}, ensure_ascii=False)
         .encode()
         .replace("é".encode(), b"\xff")
     )

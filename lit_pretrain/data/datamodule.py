@@ -1,23 +1,54 @@
-"""`PretrainDataModule`: streams prepared token shards with litdata."""
+"""`PretrainDataModule`: streams prepared token shards with litdata, mixing sources by weight."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from litdata import StreamingDataLoader, StreamingDataset
+import torch
+from litdata import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset
 from litdata.streaming.item_loader import TokensLoader
 
-from lit_pretrain.data.manifest import TOKENIZER_NAME, read_manifest
+from lit_pretrain.data.manifest import TOKENIZER_NAME, check_fingerprints_match, fingerprint, read_manifest
+
+
+@dataclass(frozen=True)
+class SourceShards:
+    """One source of one prepared dataset: where its shards are and how many tokens each split has."""
+
+    name: str
+    data_dir: Path
+    train_tokens: int
+    val_tokens: int
+
+    def split_dir(self, split: str) -> Path:
+        """Directory of the litdata shards of `split`."""
+        return self.data_dir / split / self.name
+
+
+class TagWithSource:
+    """litdata transform: attach the index of the source a window came from (picklable for workers)."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __call__(self, tokens: torch.Tensor) -> dict[str, Any]:
+        return {"tokens": tokens, "source": self.index}
 
 
 class PretrainDataModule(L.LightningDataModule):
-    """Fixed-length token windows (`seq_len + 1` tokens: inputs and shifted targets) from `prepare` output."""
+    """Windows of `seq_len + 1` tokens (inputs and shifted targets) from one or more `prepare` outputs.
+
+    Training mixes all sources of all `data_dir`s, by `weights` (source name -> weight) or, without them,
+    in proportion to their tokens. Validation keeps each source separate, so each is logged on its own.
+    """
 
     def __init__(
         self,
-        data_dir: str = "data/python-stdlib",
+        data_dir: str | list[str] = "data/python-stdlib",
+        weights: dict[str, float] | None = None,
         seq_len: int = 256,
         micro_batch_size: int = 8,
         val_batch_size: int | None = None,
@@ -29,20 +60,38 @@ class PretrainDataModule(L.LightningDataModule):
             raise ValueError(
                 f"seq_len and micro_batch_size must be positive, got {seq_len} and {micro_batch_size}"
             )
-        self.data_dir = Path(data_dir)
+        self.data_dirs = [Path(d) for d in ([data_dir] if isinstance(data_dir, str | Path) else data_dir)]
+        if not self.data_dirs:
+            raise ValueError("data_dir names no dataset")
+        self.weights = dict(weights) if weights else None
         self.seq_len = seq_len
         self.micro_batch_size = micro_batch_size
         self.val_batch_size = val_batch_size or micro_batch_size
         self.num_workers = num_workers
         self.seed = seed
-        self._manifest: dict[str, Any] | None = None
+        self._manifests: list[dict[str, Any]] | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        """The first dataset directory (the one whose tokenizer is stored in checkpoints)."""
+        return self.data_dirs[0]
+
+    @property
+    def manifests(self) -> list[dict[str, Any]]:
+        """Every dataset's manifest; reading them checks the directories and that their tokens agree."""
+        if self._manifests is None:
+            manifests = [read_manifest(d) for d in self.data_dirs]
+            for directory, manifest in zip(self.data_dirs[1:], manifests[1:], strict=True):
+                check_fingerprints_match(
+                    fingerprint(manifests[0]), fingerprint(manifest), str(self.data_dirs[0]), str(directory)
+                )
+            self._manifests = manifests
+        return self._manifests
 
     @property
     def manifest(self) -> dict[str, Any]:
-        """The dataset's manifest; reading it is the first check that the data directory is usable."""
-        if self._manifest is None:
-            self._manifest = read_manifest(self.data_dir)
-        return self._manifest
+        """The first dataset's manifest (tokenizer, EOS id, counts)."""
+        return self.manifests[0]
 
     @property
     def vocab_size(self) -> int:
@@ -53,39 +102,105 @@ class PretrainDataModule(L.LightningDataModule):
         """The tokenizer the data was made with, as JSON text (stored in checkpoints for generation)."""
         return (self.data_dir / TOKENIZER_NAME).read_text()
 
-    def _dataset(self, split: str, shuffle: bool) -> StreamingDataset:
-        tokens = self.manifest["splits"].get(split, {}).get("tokens", 0)
-        if tokens < self.seq_len + 1:
+    @property
+    def sources(self) -> list[SourceShards]:
+        """All sources of all datasets, in order; names must be unique across datasets."""
+        sources: list[SourceShards] = []
+        for directory, manifest in zip(self.data_dirs, self.manifests, strict=True):
+            for name, counts in manifest["sources"].items():
+                if any(s.name == name for s in sources):
+                    raise ValueError(
+                        f"source {name!r} appears in two datasets ({directory}): rename one input"
+                    )
+                sources.append(
+                    SourceShards(name, directory, counts["train"]["tokens"], counts["val"]["tokens"])
+                )
+        return sources
+
+    def _window_count(self, tokens: int) -> int:
+        return tokens // (self.seq_len + 1)
+
+    @property
+    def train_sources(self) -> list[SourceShards]:
+        """Sources that training draws from (weight > 0 and at least one full window)."""
+        weights = self.source_weights()
+        return [s for s in self.sources if weights.get(s.name, 0) > 0]
+
+    @property
+    def val_sources(self) -> list[SourceShards]:
+        """Sources with at least one full validation window, in order."""
+        return [s for s in self.sources if self._window_count(s.val_tokens) > 0]
+
+    def source_weights(self) -> dict[str, float]:
+        """Normalised sampling weight per source: given weights, or each source's share of tokens."""
+        sources = [s for s in self.sources if self._window_count(s.train_tokens) > 0]
+        names = [s.name for s in self.sources]
+        if self.weights is None:
+            raw = {s.name: float(s.train_tokens) for s in sources}
+        else:
+            unknown = sorted(set(self.weights) - set(names))
+            if unknown:
+                raise ValueError(f"--data.weights names unknown sources {unknown}; the sources are {names}")
+            missing = sorted(set(names) - set(self.weights))
+            if missing:
+                raise ValueError(
+                    f"--data.weights gives no weight for {missing}: give every source one (0 excludes)"
+                )
+            raw = {s.name: float(self.weights[s.name]) for s in sources}
+        total = sum(raw.values())
+        if total <= 0:
             raise ValueError(
-                f"the {split} split of {self.data_dir} has {tokens:,} tokens, fewer than one sequence of "
-                f"seq_len + 1 = {self.seq_len + 1}: lower --data.seq_len or prepare more "
-                + ("validation data (--val_fraction)" if split == "val" else "data")
+                f"no training data: every source has weight 0 or fewer than seq_len + 1 = {self.seq_len + 1} "
+                f"train tokens in {', '.join(map(str, self.data_dirs))}"
             )
+        return {name: weight / total for name, weight in raw.items() if weight > 0}
+
+    def setup(self, stage: str) -> None:
+        """Validate the data directories early so a bad path fails before any model is built."""
+        self.source_weights()
+        if stage in ("fit", "validate") and not self.val_sources:
+            tokens = sum(s.val_tokens for s in self.sources)
+            raise ValueError(
+                f"the validation split of {', '.join(map(str, self.data_dirs))} has {tokens:,} tokens, fewer than "
+                f"one sequence of seq_len + 1 = {self.seq_len + 1} in any source: lower --data.seq_len or "
+                "prepare with a larger --val_fraction"
+            )
+
+    def _dataset(self, source: SourceShards, index: int, split: str, shuffle: bool) -> StreamingDataset:
         return StreamingDataset(
-            input_dir=str((self.data_dir / split).resolve()),
+            input_dir=str(source.split_dir(split).resolve()),
             item_loader=TokensLoader(block_size=self.seq_len + 1),
             shuffle=shuffle,
             drop_last=shuffle,
             seed=self.seed,
+            transform=TagWithSource(index),
         )
-
-    def setup(self, stage: str) -> None:
-        """Validate the data directory early so a bad path fails before any model is built."""
-        self.manifest  # noqa: B018 - raises a clear error for a missing or unfinished dataset
 
     def train_dataloader(self) -> StreamingDataLoader:
-        """Shuffled windows; its state_dict (position, epoch, seed) is saved in every checkpoint."""
+        """Shuffled windows, sources mixed by weight; its state_dict is saved in every checkpoint."""
+        weights = self.source_weights()
+        datasets = [self._dataset(s, i, "train", shuffle=True) for i, s in enumerate(self.train_sources)]
+        if len(datasets) == 1:
+            dataset = datasets[0]
+        else:
+            dataset = CombinedStreamingDataset(
+                datasets,
+                seed=self.seed,
+                weights=[weights[s.name] for s in self.train_sources],
+                # Draw by weight until one source runs out, then start the next epoch.
+                iterate_over_all=False,
+            )
         return StreamingDataLoader(
-            self._dataset("train", shuffle=True),
-            batch_size=self.micro_batch_size,
-            num_workers=self.num_workers,
-            drop_last=True,
+            dataset, batch_size=self.micro_batch_size, num_workers=self.num_workers, drop_last=True
         )
 
-    def val_dataloader(self) -> StreamingDataLoader:
-        """Validation windows in a fixed order, so every evaluation sees the same tokens."""
-        return StreamingDataLoader(
-            self._dataset("val", shuffle=False),
-            batch_size=self.val_batch_size,
-            num_workers=self.num_workers,
-        )
+    def val_dataloader(self) -> list[StreamingDataLoader]:
+        """One loader per source with validation data, in a fixed order."""
+        return [
+            StreamingDataLoader(
+                self._dataset(s, i, "val", shuffle=False),
+                batch_size=self.val_batch_size,
+                num_workers=self.num_workers,
+            )
+            for i, s in enumerate(self.val_sources)
+        ]

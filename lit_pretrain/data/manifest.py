@@ -8,7 +8,9 @@ from typing import Any
 
 MANIFEST_NAME = "manifest.json"
 TOKENIZER_NAME = "tokenizer.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# What must agree between datasets mixed in one run, and between a checkpoint and the data it resumes on.
+FINGERPRINT_KEYS = ("tokenizer_sha256", "vocab_size", "dtype")
 
 
 def write_manifest(data_dir: Path, manifest: dict[str, Any]) -> None:
@@ -34,7 +36,72 @@ def read_manifest(data_dir: str | Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err}): prepare the dataset again") from err
-    for key in ("vocab_size", "dtype", "tokenizer_sha256", "splits"):
+    for key in ("vocab_size", "dtype", "tokenizer_sha256", "splits", "sources"):
         if key not in manifest:
             raise ValueError(f"{path} lacks the key {key!r}: prepare the dataset again")
     return manifest
+
+
+def fingerprint(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest entries that decide what token ids mean."""
+    return {key: manifest.get(key) for key in FINGERPRINT_KEYS}
+
+
+def check_fingerprints_match(
+    expected: dict[str, Any], found: dict[str, Any], expected_from: str, found_from: str
+) -> None:
+    """Raise naming both values when two datasets (or a checkpoint and a dataset) disagree on tokens."""
+    for key in FINGERPRINT_KEYS:
+        if expected.get(key) != found.get(key):
+            raise ValueError(
+                f"{key} differs: {expected.get(key)!r} in {expected_from} but {found.get(key)!r} in {found_from}; "
+                "token ids would mean different things. Prepare the data with the same tokenizer "
+                "(--tokenizer PATH/tokenizer.json)"
+            )
+
+
+def print_summary(manifest: dict[str, Any]) -> None:
+    """A table of documents and tokens per source, and what was dropped and why."""
+    header = ("source", "docs in", "kept", "exact dup", "near dup", "filtered", "train tokens", "val tokens")
+    rows = [header]
+    for name, s in manifest["sources"].items():
+        rows.append(
+            (
+                name,
+                f"{s['documents_in']:,}",
+                f"{s['documents_kept']:,}",
+                f"{s['exact_duplicates']:,}",
+                f"{s['near_duplicates']:,}",
+                f"{sum(s['filtered'].values()):,}",
+                f"{s['train']['tokens']:,}",
+                f"{s['val']['tokens']:,}",
+            )
+        )
+    rows.append(
+        (
+            "total",
+            f"{manifest['documents_in']:,}",
+            f"{manifest['documents_kept']:,}",
+            f"{manifest['exact_duplicates']:,}",
+            f"{manifest['near_duplicates']:,}",
+            f"{sum(manifest['filtered'].values()):,}",
+            f"{manifest['tokens_train']:,}",
+            f"{manifest['tokens_val']:,}",
+        )
+    )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        print(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    if manifest["filtered"]:
+        print("filtered: " + ", ".join(f"{k} {v:,}" for k, v in manifest["filtered"].items()))
+    malformed = manifest["malformed_records"]
+    print(
+        f"empty documents: {manifest['empty_documents']:,}   invalid UTF-8 (replaced): "
+        f"{manifest['invalid_utf8_documents']:,}   malformed records: {malformed['count']:,}"
+    )
+    for location in malformed["first"]:
+        print(f"  malformed: {location}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
@@ -43,6 +44,27 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument(
         "--id_field", type=str | None, default=None, help="JSONL: dotted path of a unique document id"
+    )
+    parser.add_argument(
+        "--val_inputs",
+        type=list[str],
+        default=[],
+        help="inputs used only for validation, each a named source",
+    )
+    parser.add_argument(
+        "--bos_token", type=str | None, default=None, help="also start every document with this token"
+    )
+    parser.add_argument(
+        "--filters",
+        type=dict[str, Any] | None,
+        default=None,
+        help="cleaning and quality filter settings (see docs/data.md), e.g. '{max_chars: 100000}'",
+    )
+    parser.add_argument(
+        "--dedup",
+        type=dict[str, Any] | None,
+        default=None,
+        help="deduplication settings, e.g. '{near: true}'",
     )
     parser.add_argument("--chunk_tokens", type=int, default=2**21, help="tokens per litdata chunk file")
     parser.add_argument("--overwrite", type=bool, default=False, help="replace an existing output_dir")
@@ -90,6 +112,10 @@ def main(argv: list[str]) -> None:
             overwrite=args.overwrite,
             text_field=args.text_field,
             id_field=args.id_field,
+            bos_token=args.bos_token,
+            val_inputs=args.val_inputs,
+            filters=args.filters,
+            dedup=args.dedup,
         )
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         raise SystemExit(f"lit-pretrain prepare: error: {err}") from err

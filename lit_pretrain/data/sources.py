@@ -1,4 +1,16 @@
-"""Document sources: where raw text comes from before it is tokenized."""
+"""Document sources: where raw text comes from before it is tokenized.
+
+An input spec names one source:
+
+- `python-stdlib`: the running interpreter's standard library (code and docstrings).
+- a file, directory or glob: `.txt .md .rst .py` files are one document each, `.jsonl[.gz|.zst]` one
+  per line, `.parquet` one per row.
+- a directory written by `datasets` `save_to_disk` (a Dataset, or the "train" split of a DatasetDict).
+- `code:PATH[:EXT,EXT...]`: every source file under a directory, one code document each; hidden
+  directories (.git, .venv) and node_modules, __pycache__, venv, site-packages are skipped.
+- `hf:NAME[:SPLIT]`: a Hugging Face hub dataset, streamed (split "train" if not given; configs are not
+  supported), or `hf:PATH[:SPLIT]` for a local save_to_disk directory.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +20,10 @@ import gzip
 import io
 import json
 import os
+import re
 import sysconfig
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -18,6 +31,26 @@ from typing import Any, BinaryIO
 BUILTIN_CORPUS = "python-stdlib"
 TEXT_EXTENSIONS = (".txt", ".md", ".rst", ".py")
 JSONL_EXTENSIONS = (".jsonl", ".jsonl.gz", ".jsonl.zst")
+PARQUET_EXTENSIONS = (".parquet",)
+# Rows converted to Python objects at a time; bounds memory on top of the one row group being read.
+PARQUET_BATCH_ROWS = 1024
+CODE_PREFIX = "code:"
+HF_PREFIX = "hf:"
+DEFAULT_HF_SPLIT = "train"
+# Matched case-insensitively. Data and markup formats (.json, .yaml, .html, .md) are left out on purpose:
+# they would dilute a code corpus with text that is not program source.
+DEFAULT_CODE_EXTENSIONS = (
+    ".py", ".pyi", ".pyx",
+    ".js", ".jsx", ".mjs", ".cjs", ".ts", ".tsx",
+    ".java", ".kt", ".kts", ".scala", ".groovy",
+    ".c", ".h", ".cc", ".cpp", ".cxx", ".hpp", ".hh", ".hxx", ".cu", ".cuh", ".m", ".mm",
+    ".cs", ".fs", ".go", ".rs", ".swift", ".zig", ".nim",
+    ".rb", ".php", ".pl", ".pm", ".lua", ".r", ".jl", ".dart", ".ex", ".exs", ".erl", ".clj",
+    ".hs", ".ml", ".mli", ".f90", ".f", ".sh", ".bash", ".zsh", ".ps1", ".sql", ".vue", ".svelte",
+)  # fmt: skip
+# Directories that hold tooling state, installed dependencies or caches rather than the project's own code.
+SKIPPED_CODE_DIRS = frozenset({"node_modules", "__pycache__", "site-packages", "venv"})
+_EXTENSION = re.compile(r"\.?[A-Za-z0-9_+-]+")
 # How many malformed-record locations a report keeps; the count is always complete.
 MAX_LOCATIONS = 20
 
@@ -155,8 +188,8 @@ def input_files(
     id_field: str | None = None,
 ) -> Iterator[Document]:
     """Documents of every file under a path, directory or glob: a text file is one document, a JSONL
-    file one document per line."""
-    extensions = TEXT_EXTENSIONS + JSONL_EXTENSIONS
+    file one document per line, a Parquet file one document per row."""
+    extensions = TEXT_EXTENSIONS + JSONL_EXTENSIONS + PARQUET_EXTENSIONS
     files = expand_paths(pattern, extensions)
     if not files:
         raise FileNotFoundError(
@@ -170,6 +203,8 @@ def input_files(
         relative = path.relative_to(root).as_posix()
         if path.name.endswith(JSONL_EXTENSIONS):
             yield from jsonl_records(path, relative, source, report, text_field, id_field)
+        elif path.name.endswith(PARQUET_EXTENSIONS):
+            yield from parquet_records(path, relative, source, report, text_field, id_field)
         else:
             text = report.decode(path.read_bytes())
             yield Document(id=f"{source}:{relative}", source=source, origin=str(path), text=text)
@@ -220,6 +255,244 @@ def jsonl_records(
             yield Document(id=doc_id, source=source, origin=location, text=text)
 
 
+def _field_value(record: Mapping[str, Any], field_name: str) -> Any:
+    # A column may itself be named "a.b"; only when it is not does the dot step into a struct or dict.
+    if field_name in record:
+        return record[field_name]
+    return dotted_get(record, field_name)
+
+
+def required_columns(columns: Iterable[str], text_field: str, id_field: str | None, where: str) -> list[str]:
+    """The top-level columns that hold the text and id fields; a missing one is an error naming `where`."""
+    available = list(columns)
+    needed: list[str] = []
+    for role, field_name in (("text", text_field), ("id", id_field)):
+        if field_name is None:
+            continue
+        column = field_name if field_name in available else field_name.split(".", 1)[0]
+        if column not in available:
+            raise ValueError(
+                f"{where} has no column {column!r} for the {role} field {field_name!r}; "
+                f"its columns are: {', '.join(available) or '(none)'}"
+            )
+        if column not in needed:
+            needed.append(column)
+    return needed
+
+
+def record_documents(
+    records: Iterable[Mapping[str, Any]],
+    location: str,
+    id_prefix: str,
+    source: str,
+    report: ReadReport,
+    text_field: str = "text",
+    id_field: str | None = None,
+) -> Iterator[Document]:
+    """One document per table row (a dict); rows without text are counted as malformed at `location:rowN`."""
+    for row_index, record in enumerate(records):
+        origin = f"{location}:row{row_index}"
+        value = _field_value(record, text_field)
+        if isinstance(value, bytes):
+            value = report.decode(value)
+        if not isinstance(value, str):
+            got = "null" if value is None else type(value).__name__
+            report.malformed(origin, f"no string at text field {text_field!r} ({got})")
+            continue
+        record_id = _field_value(record, id_field) if id_field else None
+        # Without an id the row's position stands in; it is stable as long as the file is unchanged.
+        doc_id = f"{source}:{record_id}" if record_id is not None else f"{id_prefix}:row{row_index}"
+        yield Document(id=doc_id, source=source, origin=origin, text=value)
+
+
+def parquet_records(
+    path: Path, relative: str, source: str, report: ReadReport, text_field: str, id_field: str | None
+) -> Iterator[Document]:
+    """One document per row, read a row group at a time so memory stays bounded on large files."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet_file = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as err:
+        raise ValueError(f"{path} is not a readable Parquet file: {err}") from err
+    with parquet_file:
+        columns = required_columns(parquet_file.schema_arrow.names, text_field, id_field, str(path))
+        batches = parquet_file.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns)
+        rows = (row for batch in batches for row in batch.to_pylist())
+        yield from record_documents(
+            rows, str(path), f"{source}:{relative}", source, report, text_field, id_field
+        )
+
+
+def parse_code_spec(input_spec: str) -> tuple[Path, tuple[str, ...]]:
+    """The directory and extensions of `code:PATH[:EXT,EXT...]` (extensions default to common source code)."""
+    rest = input_spec.removeprefix(CODE_PREFIX)
+    path_part, colon, extension_part = rest.rpartition(":")
+    extensions = extension_part.split(",")
+    # A directory whose own name contains a colon wins over reading its tail as an extension list.
+    if colon and not Path(rest).is_dir() and all(_EXTENSION.fullmatch(e) for e in extensions):
+        rest = path_part
+        chosen = tuple("." + e.lstrip(".").lower() for e in extensions)
+    else:
+        chosen = DEFAULT_CODE_EXTENSIONS
+    if not rest:
+        raise ValueError(f"input {input_spec!r} names no directory: use code:PATH or code:PATH:.py,.rs")
+    return Path(rest).expanduser(), chosen
+
+
+def code_files(root: Path, extensions: Iterable[str] = DEFAULT_CODE_EXTENSIONS) -> list[Path]:
+    """Files under `root` with one of the extensions (case-insensitive), skipping hidden directories
+    (.git, .venv, ...) and SKIPPED_CODE_DIRS (node_modules, __pycache__, ...), in a stable order."""
+    suffixes = tuple(e.lower() for e in extensions)
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIPPED_CODE_DIRS)
+        for filename in sorted(filenames):
+            path = Path(dirpath) / filename
+            # is_file() also drops sockets and FIFOs, which would block a read.
+            if filename.lower().endswith(suffixes) and path.is_file():
+                files.append(path)
+    # Sorted by path like expand_paths, not in walk order (a directory's files before its subdirectories).
+    return sorted(files)
+
+
+def code_tree(
+    root: Path,
+    report: ReadReport,
+    extensions: Iterable[str] = DEFAULT_CODE_EXTENSIONS,
+    name: str | None = None,
+) -> Iterator[Document]:
+    """Each source file under a directory as one code document, id `NAME:relative/path`."""
+    extensions = tuple(extensions)
+    if not root.is_dir():
+        raise NotADirectoryError(f"code input {str(root)!r} is not a directory")
+    source = name or _code_source_name(root)
+    files = code_files(root, extensions)
+    if not files:
+        raise FileNotFoundError(
+            f"code input {str(root)!r} has no file with extension {', '.join(extensions)} "
+            "(hidden directories, node_modules and __pycache__ are skipped)"
+        )
+    for path in files:
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            report.malformed(str(path), f"unreadable ({err.strerror or err})")
+            continue
+        relative = path.relative_to(root).as_posix()
+        yield Document(
+            id=f"{source}:{relative}", source=source, origin=str(path), text=report.decode(data), is_code=True
+        )
+
+
+def _code_source_name(root: Path) -> str:
+    return root.resolve().name or "code"
+
+
+def _import_datasets() -> Any:
+    try:
+        import datasets
+    except ImportError as err:
+        raise ImportError(
+            "reading Hugging Face datasets needs the optional `datasets` package: "
+            "pip install 'lit_pretrain[hf]'"
+        ) from err
+    return datasets
+
+
+def is_saved_dataset(path: Path) -> bool:
+    """Whether `path` is a directory written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."""
+    if not path.is_dir():
+        return False
+    if (path / "dataset_dict.json").is_file():
+        return True
+    return (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+
+
+def saved_dataset_documents(
+    path: Path,
+    report: ReadReport,
+    name: str | None = None,
+    text_field: str = "text",
+    id_field: str | None = None,
+    split: str | None = None,
+) -> Iterator[Document]:
+    """One document per row of a save_to_disk directory; of a DatasetDict, the rows of `split` ("train")."""
+    datasets = _import_datasets()
+    if not is_saved_dataset(path):
+        raise ValueError(
+            f"{path} is not a directory written by save_to_disk "
+            "(it has neither dataset_dict.json nor state.json with dataset_info.json)"
+        )
+    source = name or _source_name(str(path))
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.DatasetDict):
+        split = split or DEFAULT_HF_SPLIT
+        if split not in loaded:
+            raise ValueError(f"{path} has no split {split!r}; its splits are: {', '.join(loaded)}")
+        # The split's own directory, where its arrow files are, so an origin leads to the data.
+        dataset, location, id_prefix = loaded[split], str(path / split), f"{source}:{split}"
+    else:
+        if split is not None:
+            raise ValueError(f"{path} holds a single Dataset, not a DatasetDict: it has no split {split!r}")
+        dataset, location, id_prefix = loaded, str(path), source
+    columns = required_columns(dataset.column_names, text_field, id_field, location)
+    yield from record_documents(
+        dataset.select_columns(columns), location, id_prefix, source, report, text_field, id_field
+    )
+
+
+def parse_hf_spec(input_spec: str) -> tuple[str, str | None]:
+    """The dataset name (or save_to_disk path) and split of `hf:NAME[:SPLIT]`; split None when not given."""
+    rest = input_spec.removeprefix(HF_PREFIX)
+    if is_saved_dataset(Path(rest).expanduser()):
+        return rest, None
+    path_part, colon, split = rest.rpartition(":")
+    if colon and is_saved_dataset(Path(path_part).expanduser()):
+        return path_part, split or None
+    # Hub names hold no colon, so the first one starts the split.
+    name, _, split = rest.partition(":")
+    if not name:
+        raise ValueError(f"input {input_spec!r} names no dataset: use hf:NAME or hf:NAME:SPLIT")
+    return name, split or None
+
+
+def hub_documents(
+    dataset_name: str,
+    report: ReadReport,
+    split: str = DEFAULT_HF_SPLIT,
+    name: str | None = None,
+    text_field: str = "text",
+    id_field: str | None = None,
+) -> Iterator[Document]:
+    """One document per row of a Hugging Face hub dataset, streamed so nothing is downloaded up front."""
+    datasets = _import_datasets()
+    source = name or dataset_name
+    try:
+        dataset = datasets.load_dataset(dataset_name, split=split, streaming=True)
+    except ConnectionError as err:
+        offline = [
+            v for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE") if os.environ.get(v, "") not in ("", "0")
+        ]
+        reason = (
+            f"{' and '.join(offline)} set, so only datasets already in the local cache open"
+            if offline
+            else "no connection (set HF_DATASETS_OFFLINE=1 to fail at once instead of retrying when offline)"
+        )
+        raise ConnectionError(
+            f"cannot open Hugging Face dataset {dataset_name!r} split {split!r}: {reason}. To work offline, "
+            "save it with `save_to_disk` on a connected machine and pass that directory as the input. "
+            f"({err})"
+        ) from err
+    location = f"{HF_PREFIX}{dataset_name}:{split}"
+    # Streaming datasets may not know their columns before the first row; then there is nothing to check.
+    if dataset.column_names is not None:
+        columns = required_columns(dataset.column_names, text_field, id_field, location)
+        dataset = dataset.select_columns(columns)
+    yield from record_documents(dataset, location, f"{source}:{split}", source, report, text_field, id_field)
+
+
 def _source_name(input_spec: str) -> str:
     return Path(input_spec.rstrip("/*")).stem or "text"
 
@@ -227,11 +500,32 @@ def _source_name(input_spec: str) -> str:
 def documents_for(
     input_spec: str, report: ReadReport, text_field: str = "text", id_field: str | None = None
 ) -> list[tuple[str, Iterator[Document]]]:
-    """Named document streams for one prepare input: the built-in corpus or a path, directory or glob."""
+    """Named document streams for one prepare input; the spec syntax is in this module's docstring."""
     if input_spec == BUILTIN_CORPUS:
         return [
             ("python-stdlib-code", python_stdlib_code(report)),
             ("python-stdlib-prose", python_stdlib_prose(report)),
         ]
+    if input_spec.startswith(CODE_PREFIX):
+        root, extensions = parse_code_spec(input_spec)
+        name = _code_source_name(root)
+        return [(name, code_tree(root, report, extensions, name=name))]
+    if input_spec.startswith(HF_PREFIX):
+        dataset_name, split = parse_hf_spec(input_spec)
+        local = Path(dataset_name).expanduser()
+        if is_saved_dataset(local):
+            name = _source_name(dataset_name)
+            stream = saved_dataset_documents(local, report, name, text_field, id_field, split=split)
+        else:
+            # load_dataset also reads a local directory of data files; name it like any local input.
+            name = _source_name(dataset_name) if local.exists() else dataset_name
+            stream = hub_documents(
+                dataset_name, report, split or DEFAULT_HF_SPLIT, name, text_field, id_field
+            )
+        return [(name, stream)]
+    if is_saved_dataset(Path(input_spec).expanduser()):
+        name = _source_name(input_spec)
+        stream = saved_dataset_documents(Path(input_spec).expanduser(), report, name, text_field, id_field)
+        return [(name, stream)]
     name = _source_name(input_spec)
     return [(name, input_files(input_spec, report, name=name, text_field=text_field, id_field=id_field))]

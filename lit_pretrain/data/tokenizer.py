@@ -57,3 +57,11 @@ def find_eos_id(tokenizer: Tokenizer, eos_token: str | None = None) -> int:
 def tokenizer_sha256(tokenizer: Tokenizer) -> str:
     """Content hash of the tokenizer's canonical JSON: two tokenizers that encode alike hash alike."""
     return hashlib.sha256(tokenizer.to_str().encode()).hexdigest()
+
+
+def find_special_id(tokenizer: Tokenizer, token: str) -> int:
+    """The id of a named token such as a BOS token, or a clear error."""
+    token_id = tokenizer.token_to_id(token)
+    if token_id is None:
+        raise ValueError(f"the tokenizer has no token {token!r} (asked for by --bos_token)")
+    return token_id

@@ -1,0 +1,136 @@
+"""Throughput of `lit-pretrain prepare` against the bare tokenizer, and of the training DataLoader.
+
+    python benchmarks/prepare_throughput.py --output prepare_throughput.json
+
+The corpus is the built-in python-stdlib documents written once to a JSONL file, so that reading the
+input costs what reading a user's JSONL costs (not the AST parse of the built-in prose source). The
+tokenizer is trained once beforehand, so neither side of the ratio includes tokenizer training.
+Both sides use the same number of tokenizer threads (RAYON_NUM_THREADS, default: all cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from lit_pretrain.data.datamodule import PretrainDataModule
+from lit_pretrain.data.prepare import prepare as run_prepare
+from lit_pretrain.data.prepare import read_documents
+
+
+def write_jsonl_corpus(path: Path, max_documents: int | None) -> int:
+    """The built-in corpus as one JSONL file; returns its size in bytes of text."""
+    text_bytes = 0
+    with open(path, "w", encoding="utf-8") as out:
+        for document in read_documents(["python-stdlib"], max_documents):
+            out.write(json.dumps({"id": document.id, "text": document.text}, ensure_ascii=False) + "\n")
+            text_bytes += len(document.text.encode("utf-8"))
+    return text_bytes
+
+
+def timed_prepare(corpus: Path, output: Path, tokenizer: Path, **options) -> float:
+    shutil.rmtree(output, ignore_errors=True)
+    start = time.perf_counter()
+    run_prepare([str(corpus)], output, tokenizer=tokenizer, id_field="id", **options)
+    return time.perf_counter() - start
+
+
+def bare_tokenizer_seconds(corpus: Path, tokenizer: Path) -> float:
+    """`encode_batch` alone over the same texts, in the same batch size as prepare."""
+    with open(corpus, encoding="utf-8") as lines:
+        texts = [json.loads(line)["text"] for line in lines]
+    bpe = Tokenizer.from_file(str(tokenizer))
+    encode = getattr(bpe, "encode_batch_fast", bpe.encode_batch)
+    start = time.perf_counter()
+    for index in range(0, len(texts), 512):
+        encode(texts[index : index + 512], add_special_tokens=False)
+    return time.perf_counter() - start
+
+
+def loader_tokens_per_second(
+    data_dir: Path, workers: int, seq_len: int, batch_size: int, batches: int
+) -> float:
+    """Tokens/s delivered by PretrainDataModule's training DataLoader (after one warm-up batch)."""
+    datamodule = PretrainDataModule(
+        data_dir=str(data_dir), seq_len=seq_len, micro_batch_size=batch_size, num_workers=workers
+    )
+    datamodule.setup("fit")
+    tokens, epoch = 0, 0
+    loader = datamodule.train_dataloader()
+    iterator = iter(loader)
+    next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            epoch += 1
+            loader.dataset.set_epoch(epoch)
+            iterator = iter(loader)
+            batch = next(iterator)
+        tokens += batch["tokens"].numel()
+    return tokens / (time.perf_counter() - start)
+
+
+def main() -> None:
+    """Run every measurement, print a table and write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--output", default="prepare_throughput.json")
+    parser.add_argument("--max_documents", type=int, default=None, help="per source, for a quick run")
+    parser.add_argument("--repeats", type=int, default=2, help="best of N for each timing")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="prepare-bench-"))
+    corpus = work / "corpus.jsonl"
+    text_bytes = write_jsonl_corpus(corpus, args.max_documents)
+    megabytes = text_bytes / 1e6
+    # Tokenizer trained once, outside all timings.
+    run_prepare([str(corpus)], work / "warmup", vocab_size=8192, id_field="id")
+    tokenizer = work / "warmup" / "tokenizer.json"
+
+    tokenizer_s = min(bare_tokenizer_seconds(corpus, tokenizer) for _ in range(args.repeats))
+    pipeline_s = min(timed_prepare(corpus, work / "exact", tokenizer) for _ in range(args.repeats))
+    near_s = min(
+        timed_prepare(corpus, work / "near", tokenizer, dedup={"exact": True, "near": True})
+        for _ in range(args.repeats)
+    )
+    loader = {w: loader_tokens_per_second(work / "exact", w, 2048, 32, 60) for w in (1, 2)}
+    results = {
+        "date": date.today().isoformat(),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "corpus_mb": round(megabytes, 2),
+        "tokenizer_threads": os.environ.get("RAYON_NUM_THREADS", str(os.cpu_count())),
+        "tokenizer_mb_s": megabytes / tokenizer_s,
+        "pipeline_mb_s": megabytes / pipeline_s,
+        "ratio": tokenizer_s / pipeline_s,
+        "near_dedup_mb_s": megabytes / near_s,
+        "loader_tokens_per_s_1_worker": loader[1],
+        "loader_tokens_per_s_2_workers": loader[2],
+    }
+    print(f"\ncorpus: {megabytes:.1f} MB of text (python-stdlib as JSONL), {results['machine']}")
+    print(f"{'measurement':<42}{'value':>14}")
+    for key, unit in (
+        ("tokenizer_mb_s", "MB/s"),
+        ("pipeline_mb_s", "MB/s"),
+        ("ratio", "x"),
+        ("near_dedup_mb_s", "MB/s"),
+        ("loader_tokens_per_s_1_worker", "tokens/s"),
+        ("loader_tokens_per_s_2_workers", "tokens/s"),
+    ):
+        print(f"{key:<42}{results[key]:>14,.2f} {unit}")
+    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.output}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""A progress line for long stages: count, MB, rates and elapsed time, without flooding logs."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    """Prints `label: N docs, X MB (d docs/s, m MB/s)` at most every `interval` seconds, and at the end."""
+
+    def __init__(self, label: str, interval: float = 2.0, total: int | None = None) -> None:
+        self.label = label
+        self.interval = interval
+        self.total = total
+        self.items = 0
+        self.bytes = 0
+        self._start = time.perf_counter()
+        self._last = self._start
+        # On a terminal, rewrite one line; in a log file, print a line each time.
+        self._inline = sys.stdout.isatty()
+
+    def update(self, items: int = 1, nbytes: int = 0) -> None:
+        """Count work done and print if the interval has passed."""
+        self.items += items
+        self.bytes += nbytes
+        now = time.perf_counter()
+        if now - self._last >= self.interval:
+            self._last = now
+            self._print(final=False)
+
+    def close(self) -> None:
+        """Print the final line."""
+        self._print(final=True)
+
+    def _print(self, final: bool) -> None:
+        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        line = (
+            f"[prepare] {self.label}: {self.items:,} docs, {self.bytes / 1e6:,.1f} MB "
+            f"({self.items / elapsed:,.0f} docs/s, {self.bytes / 1e6 / elapsed:,.2f} MB/s, {elapsed:,.0f}s)"
+        )
+        if self.total:
+            remaining = (self.total - self.items) * elapsed / max(self.items, 1)
+            line += f", {100 * self.items / self.total:.0f}%, ETA {remaining:,.0f}s"
+        if self._inline:
+            print("\r" + line, end="\n" if final else "", flush=True)
+        else:
+            print(line, flush=True)

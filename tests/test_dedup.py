@@ -1,0 +1,354 @@
+"""Deduplication: planted exact and near duplicates are caught, different texts are not, decisions are
+deterministic, and the near-duplicate detection rate follows the LSH S-curve."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import random
+import shlex
+import textwrap
+
+import numpy as np
+import pytest
+
+from lit_pretrain.data import dedup
+from lit_pretrain.data.dedup import DedupConfig, Deduplicator, exact_key, normalize_for_exact
+
+NGRAM = DedupConfig().ngram_size
+
+
+def random_vocabulary(rng: random.Random, size: int = 20_000) -> list[str]:
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return ["".join(rng.choice(letters) for _ in range(rng.randint(2, 9))) for _ in range(size)]
+
+
+def random_words(rng: random.Random, vocabulary: list[str], count: int = 2000) -> list[str]:
+    return [rng.choice(vocabulary) for _ in range(count)]
+
+
+def with_words_replaced(rng: random.Random, vocabulary: list[str], words: list[str], count: int) -> list[str]:
+    changed = list(words)
+    for position in rng.sample(range(len(words)), count):
+        changed[position] = rng.choice(vocabulary)
+    return changed
+
+
+def word_ngram_jaccard(first: list[str], second: list[str], n: int = NGRAM) -> float:
+    """Ground truth computed independently of the module's hashing."""
+    first_ngrams = {tuple(first[i : i + n]) for i in range(len(first) - n + 1)}
+    second_ngrams = {tuple(second[i : i + n]) for i in range(len(second) - n + 1)}
+    return len(first_ngrams & second_ngrams) / len(first_ngrams | second_ngrams)
+
+
+def s_curve(similarity: float, config: DedupConfig) -> float:
+    return 1 - (1 - similarity**config.rows_per_band) ** config.num_bands
+
+
+def is_flagged_after(first: str, second: str, config: DedupConfig) -> bool:
+    deduplicator = Deduplicator(config)
+    assert deduplicator.check(first) is None
+    return deduplicator.check(second) is not None
+
+
+@pytest.fixture(scope="module")
+def vocabulary() -> list[str]:
+    return random_vocabulary(random.Random(0))
+
+
+# --- configuration ---------------------------------------------------------------------------------
+
+
+def test_default_bands_and_rows_put_the_threshold_near_0_8():
+    config = DedupConfig()
+    assert config.exact and not config.near
+    assert config.threshold == pytest.approx((1 / config.num_bands) ** (1 / config.rows_per_band))
+    assert 0.78 <= config.threshold <= 0.82
+
+
+def test_from_dict_accepts_known_keys_and_names_unknown_ones():
+    config = DedupConfig.from_dict({"near": True, "num_bands": 20, "rows_per_band": 14, "seed": 7})
+    assert config == DedupConfig(near=True, num_bands=20, rows_per_band=14, seed=7)
+    assert DedupConfig.from_dict({}) == DedupConfig()
+    with pytest.raises(ValueError, match="nearr.*threshhold|threshhold.*nearr"):
+        DedupConfig.from_dict({"nearr": True, "threshhold": 0.8, "exact": True})
+    with pytest.raises(ValueError, match="mapping"):
+        DedupConfig.from_dict([("near", True)])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("num_bands", 0),
+        ("rows_per_band", -2),
+        ("ngram_size", 0),
+        ("ngram_size", 2.5),
+        ("ngram_size", True),
+        ("num_bands", "14"),
+        ("exact", "yes"),
+        ("near", 1),
+        ("seed", -1),
+        ("seed", None),
+    ],
+)
+def test_invalid_values_are_rejected_with_the_option_named(key: str, value: object):
+    with pytest.raises(ValueError, match=key):
+        DedupConfig.from_dict({key: value})
+    with pytest.raises(ValueError, match=key):
+        DedupConfig(**{key: value})  # type: ignore[arg-type]
+
+
+# --- exact duplicates ------------------------------------------------------------------------------
+
+
+def test_normalisation_ignores_case_whitespace_and_unicode_composition():
+    assert normalize_for_exact("  Hello,\tWORLD\n\n café ") == "hello,worldcafé"
+    # Decomposed e + combining acute, a no-break space and an ideographic space.
+    assert normalize_for_exact("Cafe\u0301\u00a0au\u3000LAIT") == normalize_for_exact("café au lait")
+    assert normalize_for_exact("f(a,b)") == normalize_for_exact("f(a, b)\n")
+    assert normalize_for_exact("hello world") != normalize_for_exact("hello word")
+
+
+def test_exact_key_is_the_digest_of_the_normalised_text():
+    # The fast path works on bytes; it must agree with the documented str definition on every kind of text.
+    rng = random.Random(3)
+    alphabet = list("aZ9 ,\t\n\r\x0b\x0c\x1c\x1f\x00\x7f") + [
+        "\u00a0",
+        "\u0085",
+        "\u2003",
+        "\u3000",
+        "\u00c9",
+        "e\u0301",
+        "\u0130",
+        "\u03a3",
+        "\U0001f600",
+        "\ud800",
+    ]
+    for _ in range(500):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        expected = hashlib.blake2b(
+            normalize_for_exact(text).encode("utf-8", "surrogatepass"), digest_size=16
+        ).digest()
+        assert exact_key(text) == expected, repr(text)
+
+
+def test_exact_copies_are_caught_and_the_first_survives(vocabulary: list[str]):
+    rng = random.Random(1)
+    original = " ".join(random_words(rng, vocabulary, 300))
+    other = " ".join(random_words(rng, vocabulary, 300))
+    deduplicator = Deduplicator(DedupConfig())
+    decisions = [
+        deduplicator.check(text)
+        for text in (
+            original,
+            other,
+            original,
+            original.upper(),
+            "\n\n" + original.replace(" ", "   \t"),
+            other + " extra",
+        )
+    ]
+    assert decisions == [None, None, "exact", "exact", "exact", None]
+    assert deduplicator.counts == {"exact_duplicates": 3, "near_duplicates": 0}
+
+
+def test_nothing_is_flagged_when_both_passes_are_off():
+    deduplicator = Deduplicator(DedupConfig(exact=False, near=False))
+    assert [deduplicator.check("same text") for _ in range(3)] == [None, None, None]
+    assert deduplicator.counts == {"exact_duplicates": 0, "near_duplicates": 0}
+
+
+# --- near duplicates -------------------------------------------------------------------------------
+
+
+def test_near_duplicate_of_a_long_text_is_caught_only_with_near_on(vocabulary: list[str]):
+    rng = random.Random(2)
+    words = random_words(rng, vocabulary)
+    edited = with_words_replaced(rng, vocabulary, words, 10)
+    assert word_ngram_jaccard(words, edited) > 0.94
+    assert is_flagged_after(" ".join(words), " ".join(edited), DedupConfig(near=True))
+    assert not is_flagged_after(" ".join(words), " ".join(edited), DedupConfig(near=False))
+    deduplicator = Deduplicator(DedupConfig(near=True))
+    assert [deduplicator.check(" ".join(w)) for w in (words, edited)] == [None, "near"]
+    assert deduplicator.counts == {"exact_duplicates": 0, "near_duplicates": 1}
+
+
+def test_near_duplicate_source_code_is_caught_and_different_code_is_not():
+    source = inspect.getsource(textwrap)
+    lines = source.splitlines()
+    for line_number in range(0, len(lines), 50):
+        lines[line_number] += "  # edited"
+    edited = "\n".join(lines)
+    config = DedupConfig(near=True)
+    assert is_flagged_after(source, edited, config)
+    assert not is_flagged_after(source, inspect.getsource(shlex), config)
+
+
+def test_copies_of_a_dropped_near_duplicate_count_as_exact(vocabulary: list[str]):
+    rng = random.Random(4)
+    words = random_words(rng, vocabulary)
+    edited = " ".join(with_words_replaced(rng, vocabulary, words, 5))
+    deduplicator = Deduplicator(DedupConfig(near=True))
+    decisions = [deduplicator.check(text) for text in (" ".join(words), edited, edited)]
+    assert decisions == [None, "near", "exact"]
+    assert deduplicator.counts == {"exact_duplicates": 1, "near_duplicates": 1}
+
+
+def test_exact_copies_are_caught_by_the_near_pass_alone():
+    deduplicator = Deduplicator(DedupConfig(exact=False, near=True))
+    text = "one two three four five six seven eight nine ten"
+    assert [deduplicator.check(t) for t in (text, text.upper(), "something else entirely here")] == [
+        None,
+        "near",
+        None,
+    ]
+
+
+def test_documents_shorter_than_a_shingle_are_compared_whole():
+    deduplicator = Deduplicator(DedupConfig(exact=False, near=True))
+    decisions = [deduplicator.check(t) for t in ("", "   ", "hi", "Hi\n", "hi there", "hello")]
+    assert decisions == [None, "near", None, "near", None, None]
+
+
+def test_clearly_different_texts_are_never_flagged(vocabulary: list[str]):
+    rng = random.Random(5)
+    config = DedupConfig(near=True)
+    similarities = []
+    for pair in range(200):
+        first = random_words(rng, vocabulary, 1000)
+        # Half the pairs unrelated, half sharing long runs of words (Jaccard about 0.3).
+        if pair % 2:
+            second = random_words(rng, vocabulary, 1000)
+        else:
+            second = with_words_replaced(rng, vocabulary, first, 150)
+        similarities.append(word_ngram_jaccard(first, second))
+        assert not is_flagged_after(" ".join(first), " ".join(second), config)
+    assert max(similarities) < 0.5 and np.mean(similarities[1::2]) < 0.01
+
+
+@pytest.mark.parametrize(
+    ("words_changed", "low", "high"), [(10, 0.97, 1.0), (45, 0.3, 0.95), (160, 0.0, 0.05)]
+)
+def test_detection_rate_follows_the_s_curve(
+    vocabulary: list[str], words_changed: int, low: float, high: float
+):
+    # About 0.95, 0.8 and 0.5 Jaccard similarity: almost always, sometimes and almost never caught.
+    rng = random.Random(words_changed)
+    config = DedupConfig(near=True)
+    similarities, caught = [], []
+    for _ in range(100):
+        words = random_words(rng, vocabulary)
+        edited = with_words_replaced(rng, vocabulary, words, words_changed)
+        similarities.append(word_ngram_jaccard(words, edited))
+        caught.append(is_flagged_after(" ".join(words), " ".join(edited), config))
+    probabilities = np.array([s_curve(s, config) for s in similarities])
+    expected, observed = probabilities.mean(), np.mean(caught)
+    # Four binomial standard deviations of the mean, plus slack for pairs near the curve's steep middle.
+    tolerance = 4 * np.sqrt((probabilities * (1 - probabilities)).sum()) / len(caught) + 0.02
+    assert abs(observed - expected) <= tolerance, (np.mean(similarities), observed, expected)
+    assert low <= observed <= high
+
+
+def test_signature_agreement_estimates_jaccard_without_bias(vocabulary: list[str]):
+    rng = random.Random(6)
+    deduplicator = Deduplicator(DedupConfig(near=True))
+    errors = []
+    for words_changed in (20, 60, 120, 250) * 10:
+        words = random_words(rng, vocabulary)
+        edited = with_words_replaced(rng, vocabulary, words, words_changed)
+        agreement = np.mean(
+            deduplicator.signature(" ".join(words)) == deduplicator.signature(" ".join(edited))
+        )
+        errors.append(agreement - word_ngram_jaccard(words, edited))
+    # Each estimate has a standard deviation of at most sqrt(0.25 / 168) = 0.039.
+    assert abs(np.mean(errors)) < 0.02 and np.std(errors) < 0.05
+
+
+# --- determinism and the streaming corpus ----------------------------------------------------------
+
+
+def test_signatures_are_equal_across_instances_with_the_same_seed(vocabulary: list[str]):
+    text = " ".join(random_words(random.Random(7), vocabulary, 500))
+    first = Deduplicator(DedupConfig(near=True)).signature(text)
+    second = Deduplicator(DedupConfig(near=True)).signature(text)
+    other_seed = Deduplicator(DedupConfig(near=True, seed=43)).signature(text)
+    assert first.dtype == np.uint32 and first.shape == (DedupConfig().num_permutations,)
+    assert np.array_equal(first, second)
+    assert not np.array_equal(first, other_seed)
+    reformatted = "\n  ".join(text.upper().split(" "))
+    assert np.array_equal(first, Deduplicator(DedupConfig(near=True)).signature(reformatted))
+
+
+def test_planted_duplicates_in_a_stream_are_found_deterministically(vocabulary: list[str]):
+    rng = random.Random(8)
+    originals = [random_words(rng, vocabulary, rng.randint(200, 1500)) for _ in range(150)]
+    documents = [(" ".join(words), None) for words in originals]
+    for words in rng.sample(originals, 30):
+        documents.append((" ".join(words).title(), "exact"))
+    for words in rng.sample(originals, 30):
+        documents.append((" ".join(with_words_replaced(rng, vocabulary, words, len(words) // 200)), "near"))
+    rng.shuffle(documents)
+    # Whichever copy comes first in the stream survives, original or not.
+    runs = []
+    for _ in range(2):
+        deduplicator = Deduplicator(DedupConfig(near=True))
+        runs.append([deduplicator.check(text) for text, _ in documents])
+        assert sum(d is not None for d in runs[-1]) == 60
+        assert deduplicator.counts["exact_duplicates"] + deduplicator.counts["near_duplicates"] == 60
+    assert runs[0] == runs[1]
+    originals_first = sorted(documents, key=lambda document: document[1] is not None)
+    deduplicator = Deduplicator(DedupConfig(near=True))
+    assert [deduplicator.check(text) for text, _ in originals_first] == [kind for _, kind in originals_first]
+
+
+def test_words_are_what_str_split_finds_in_the_lowercased_text():
+    rng = random.Random(11)
+    alphabet = list("aBc1 \t\n\r\x0b\x0c\x1c\x1f\x00\x08\x7f,") + [
+        "\u00a0",
+        "\u2003",
+        "\u00c9",
+        "e\u0301",
+        "\u3000",
+    ]
+    deduplicator = Deduplicator(DedupConfig(near=True, ngram_size=2))
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        words = text.split()
+        shingles = deduplicator.shingle_hashes(text)
+        assert len(shingles) == max(1, len(words) - 1), repr(text)
+        assert np.array_equal(shingles, deduplicator.shingle_hashes(" ".join(words).lower())), repr(text)
+
+
+def test_shingles_do_not_depend_on_where_they_fall_in_long_documents(vocabulary: list[str]):
+    # Long enough to span several hashing windows, with one word longer than a window.
+    rng = random.Random(9)
+    words = random_words(rng, vocabulary, 40_000)
+    words[20_000] = "x" * (dedup._HASH_WINDOW_BYTES + 10)
+    text = " ".join(words)
+    deduplicator = Deduplicator(DedupConfig(near=True))
+    shingles = deduplicator.shingle_hashes(text)
+    assert len(shingles) == len(words) - NGRAM + 1
+    shifted = deduplicator.shingle_hashes("padding " * 7 + text)
+    assert np.array_equal(shifted[7:], shingles)
+    assert len(np.unique(shingles)) == len({tuple(words[i : i + NGRAM]) for i in range(len(shingles))})
+
+
+def test_band_key_table_behaves_like_a_set_while_growing():
+    table = dedup._KeyTable(capacity=8)
+    rng = np.random.default_rng(10)
+    # Keys sharing their low bits collide in the table and must probe past each other.
+    keys = np.concatenate(
+        [rng.integers(1, 2**64, 3000, dtype=np.uint64), np.arange(1, 500, dtype=np.uint64) << 40]
+    )
+    reference: set[int] = set()
+    for group in np.array_split(keys, 250):
+        group_keys = group.tolist()
+        assert table.contains_any(group_keys) == any(k in reference for k in group_keys)
+        table.add([k for k in group_keys if k not in reference])
+        reference.update(group_keys)
+    assert table.size == len(reference)
+    assert all(table.contains_any([k]) for k in reference)
+    assert not any(table.contains_any([k]) for k in rng.integers(1, 2**64, 1000, dtype=np.uint64).tolist())
+    table.add([0])
+    assert table.contains_any([0])
+    assert 2 * table.size <= table.nbytes // 8
