@@ -108,3 +108,13 @@ def test_prepare_cli_takes_field_options(tmp_path: Path):
     )
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["documents_in"] == 12 and manifest["malformed_records"]["count"] == 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "name"),
+    [("data/web-*.jsonl.zst", "web"), ("corpus/", "corpus"), ("texts/**/*.md", "texts"), ("a/b.parquet", "b")],
+)
+def test_source_names_drop_extensions_and_globs(spec: str, name: str):
+    from lit_pretrain.data.sources import _source_name
+
+    assert _source_name(spec) == name

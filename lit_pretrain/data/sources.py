@@ -494,7 +494,17 @@ def hub_documents(
 
 
 def _source_name(input_spec: str) -> str:
-    return Path(input_spec.rstrip("/*")).stem or "text"
+    """`data/web-*.jsonl.zst` -> `web`, `corpus/` -> `corpus`: the input's name without extensions or globs."""
+    extensions = sorted(TEXT_EXTENSIONS + JSONL_EXTENSIONS + PARQUET_EXTENSIONS, key=len, reverse=True)
+    for part in reversed(Path(input_spec).parts):
+        for extension in extensions:
+            if part.endswith(extension):
+                part = part[: -len(extension)]
+                break
+        name = re.sub(r"[*?\[\]]", "", part).strip("-_.")
+        if name:
+            return name
+    return "text"
 
 
 def documents_for(

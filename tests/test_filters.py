@@ -1,0 +1,358 @@
+"""Document cleaning and quality filters: each filter keeps good documents and drops planted bad ones."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+
+import pytest
+
+from lit_pretrain.data.filters import DocumentFilter, FilterConfig, top_ngram_char_fraction
+from lit_pretrain.data.sources import ReadReport, python_stdlib_code, python_stdlib_prose
+
+PROSE = (
+    "The river leaves the mountains through a narrow gorge, then widens into a valley where farmers "
+    "have grown barley and apples for centuries. In spring the meltwater rises quickly, and the old "
+    "stone bridge near the mill has been rebuilt three times since records began. Visitors usually "
+    "arrive in autumn, when the orchards are heavy with fruit and the light turns the hillsides gold.\n"
+    "Most of them walk the path along the eastern bank, stopping at the chapel before climbing to the "
+    "ridge, from which the whole valley can be seen on a clear day."
+)
+CODE = '''"""Small helpers."""
+
+import os
+
+
+def read_lines(path):
+    """Return the lines of a file."""
+    with open(path) as handle:
+        return handle.read().splitlines()
+
+
+def is_hidden(path):
+    return os.path.basename(path).startswith(".")
+'''
+
+
+def dropped_by(config: FilterConfig | None, text: str, is_code: bool = False) -> str | None:
+    """The name of the counter a single document increments when it is dropped, or None if kept."""
+    document_filter = DocumentFilter(config)
+    if document_filter(text, is_code) is not None:
+        return None
+    (name,) = [name for name, count in document_filter.counts.items() if count]
+    return name
+
+
+def test_clean_documents_pass_unchanged():
+    document_filter = DocumentFilter()
+    assert document_filter(PROSE, is_code=False) == PROSE
+    assert document_filter(CODE, is_code=True) == CODE
+    assert not any(document_filter.counts.values())
+
+
+def test_counter_names_are_stable_and_all_start_at_zero():
+    assert DocumentFilter().counts == dict.fromkeys(
+        [
+            "min_chars",
+            "max_chars",
+            "blocklist",
+            "code_line_length",
+            "generated_code",
+            "non_alnum_fraction",
+            "duplicate_lines",
+            "top_2gram",
+            "top_3gram",
+            "top_4gram",
+            "nfc_changed",
+            "control_chars_removed",
+        ],
+        0,
+    )
+
+
+def test_min_chars_counts_text_without_surrounding_whitespace():
+    assert dropped_by(None, "Return x.") == "min_chars"
+    assert dropped_by(None, "   ok   \n\n\n   ") == "min_chars"
+    assert dropped_by(None, "", is_code=True) == "min_chars"
+    assert dropped_by(None, "Return the sum.") is None
+
+
+def test_max_chars():
+    config = FilterConfig(max_chars=len(PROSE))
+    assert dropped_by(config, PROSE) is None
+    assert dropped_by(config, PROSE + "!") == "max_chars"
+
+
+def test_blocklist_is_case_insensitive_for_prose_and_code():
+    config = FilterConfig(blocklist=["Casino Bonus"])
+    assert dropped_by(config, PROSE) is None
+    assert dropped_by(config, PROSE + " Claim your CASINO bonus now.") == "blocklist"
+    assert dropped_by(config, CODE + "# casino BONUS\n", is_code=True) == "blocklist"
+
+
+def test_symbol_soup_is_dropped_as_prose_only():
+    soup = "@@@ ### $$$ %%% ^^^ &&& *** ((( ))) <<< >>> ~~~ |||  !!! ??? +++ === --- ;;; :::" * 3
+    assert dropped_by(None, soup) == "non_alnum_fraction"
+    assert dropped_by(None, soup, is_code=True) is None
+    # Doctest-style docstrings are symbol-heavy but well under the default limit.
+    doctest = "Add two numbers.\n\n>>> add(2, [3])\nTraceback (most recent call last):\nTypeError: ..."
+    assert dropped_by(None, doctest) is None
+
+
+def test_repeated_lines_are_dropped_as_prose_only():
+    lines = ["Buy cheap watches online!", "Great prices every day.", "Buy cheap watches online!"]
+    spam = "\n".join(lines * 4 + ["Contact us for details."])
+    assert dropped_by(None, spam) == "duplicate_lines"
+    assert dropped_by(None, spam, is_code=True) is None
+    # Blank lines and indentation do not count as repeats.
+    assert dropped_by(None, "\n\n   \n".join(PROSE.split(". "))) is None
+
+
+def test_duplicate_line_fraction_threshold_follows_gopher():
+    unique = [f"Line number {i} is unique." for i in range(7)]
+    three_repeats = "\n".join(unique + ["Repeated line."] * 4)  # 3 of 11 lines repeat: 0.27
+    four_repeats = "\n".join(unique + ["Repeated line."] * 5)  # 4 of 12 lines repeat: 0.33
+    assert dropped_by(None, three_repeats) is None
+    assert dropped_by(None, four_repeats) == "duplicate_lines"
+
+
+SPAM = " ".join(["win a free cruise today"] * 15 + PROSE.split()[:40])
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_spammy_repeated_ngram_is_dropped(n: int):
+    config = FilterConfig(max_top_ngram_fraction={n: 0.16})
+    assert dropped_by(config, PROSE) is None
+    assert dropped_by(config, SPAM) == f"top_{n}gram"
+
+
+def test_first_failing_filter_in_order_is_the_one_counted():
+    assert dropped_by(None, SPAM) == "top_2gram"
+    config = FilterConfig(blocklist=["cruise"])
+    assert dropped_by(config, SPAM) == "blocklist"
+    assert dropped_by(config, "cruise") == "min_chars"
+
+
+def test_ngram_filters_skip_documents_with_few_words():
+    short_spam = " ".join(["buy now"] * 20)  # 40 words, under Gopher's 50
+    assert dropped_by(None, short_spam) is None
+    assert dropped_by(FilterConfig(top_ngram_min_words=40), short_spam) == "top_2gram"
+
+
+def test_ngram_filters_skip_code():
+    repetitive_code = "\n".join(f"self.assertEqual(result[{i}], expected[{i}])" for i in range(60))
+    assert dropped_by(None, repetitive_code, is_code=True) is None
+    assert dropped_by(None, " ".join(["x = x + 1"] * 60), is_code=True) is None
+
+
+def test_top_ngram_fraction_counts_overlapping_occurrences_once():
+    assert top_ngram_char_fraction(["a"] * 4, 2) == 1.0
+    assert top_ngram_char_fraction(["ab", "c", "ab", "c", "dddd"], 2) == pytest.approx(6 / 10)
+    assert top_ngram_char_fraction(["every", "word", "here", "is", "unique"], 2) == 0.0
+
+
+def test_ties_go_to_the_longest_ngram_so_phrase_order_does_not_matter():
+    for phrase in ("win a free cruise today", "free cruise today win a"):
+        words = (phrase + " ").split() * 15
+        assert top_ngram_char_fraction(words, 2) == pytest.approx(165 / 285)  # "cruise today" x 15
+        assert dropped_by(None, " ".join(words + PROSE.split()[:40])) == "top_2gram"
+
+
+def reference_top_ngram_fraction(words: list[str], n: int) -> float:
+    """Gopher's statistic computed the obvious way, to check the filter's shortcuts against."""
+    grams = list(zip(*(words[i:] for i in range(n)), strict=False))
+    counts = Counter(grams)
+    top_count = max(counts.values())
+    if top_count < 2:
+        return 0.0
+    top = max((gram for gram in counts if counts[gram] == top_count), key=lambda gram: len("".join(gram)))
+    covered = {i + k for i, gram in enumerate(grams) if gram == top for k in range(n)}
+    return sum(len(words[i]) for i in covered) / sum(map(len, words))
+
+
+@pytest.mark.parametrize("limits", [{2: 0.2, 3: 0.18, 4: 0.16}, {2: 0.6, 3: 0.4, 4: 0.2}])
+def test_ngram_shortcuts_never_change_a_decision(limits: dict[int, float]):
+    rng = random.Random(1234)
+    config = FilterConfig(
+        max_top_ngram_fraction=limits, max_non_alnum_fraction=None, max_duplicate_line_fraction=None
+    )
+    reasons = Counter()
+    for _ in range(300):
+        # Small, skewed vocabularies with words of mixed length make repeats, and near misses, common.
+        vocabulary = ["w" * rng.randint(1, 12) + str(i) for i in range(rng.randint(2, 60))]
+        weights = [rng.random() ** 3 for _ in vocabulary]
+        words = rng.choices(vocabulary, weights, k=rng.randint(50, 300))
+        expected = next(
+            (f"top_{n}gram" for n, limit in limits.items() if reference_top_ngram_fraction(words, n) > limit),
+            None,
+        )
+        assert dropped_by(config, " ".join(words)) == expected
+        reasons[expected] += 1
+    assert reasons[None] and reasons["top_2gram"], reasons
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_ngram_shortcuts_agree_on_longer_ngrams_near_the_limit(n: int):
+    # A phrase of n words repeated among ordinary prose, more or less often, lands on both sides of the
+    # limit; with only the n-gram filter on, every decision is that filter's.
+    rng = random.Random(n)
+    config = FilterConfig(max_top_ngram_fraction={n: 0.16})
+    filler = PROSE.split()
+    reasons = Counter()
+    for _ in range(40):
+        phrase = " ".join(f"{rng.choice(filler)}{i}" for i in range(n))
+        pieces = rng.choices(filler, k=rng.randint(40, 120)) + [phrase] * rng.randint(2, 12)
+        rng.shuffle(pieces)
+        words = " ".join(pieces).split()
+        expected = f"top_{n}gram" if reference_top_ngram_fraction(words, n) > 0.16 else None
+        assert dropped_by(config, " ".join(words)) == expected
+        reasons[expected] += 1
+    assert reasons[None] and reasons[f"top_{n}gram"], reasons
+
+
+def test_minified_code_line_is_dropped():
+    minified = "var a=" + "[1,2,3]," * 625 + ";\n"  # one 5000+ character line
+    assert dropped_by(None, CODE + minified, is_code=True) == "code_line_length"
+    assert dropped_by(None, CODE + "x = 1  # " + "y" * 990 + "\n", is_code=True) is None
+    assert dropped_by(FilterConfig(code_max_line_length=None), CODE + minified, is_code=True) is None
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        "# Code generated by protoc. DO NOT EDIT.\n",
+        "// @generated by the build\n",
+        "# -*- coding: utf-8 -*-\n# Autogenerated by Sphinx on Tue Jun 6 2023\n",
+        "# Generated by Django 4.2 on 2024-01-01 12:00\n",
+        '"""Keywords.\n\nThis file is automatically generated; please do not edit it."""\n',
+    ],
+)
+def test_generated_code_is_dropped(head: str):
+    assert dropped_by(None, head + CODE, is_code=True) == "generated_code"
+    assert dropped_by(FilterConfig(drop_generated_code=False), head + CODE, is_code=True) is None
+    assert dropped_by(None, head + PROSE) is None  # prose about generated code is still prose
+
+
+def test_generation_words_away_from_a_files_head_are_not_markers():
+    assert dropped_by(None, '"""Parser for the tables generated by pgen."""\n' + CODE, is_code=True) is None
+    assert (
+        dropped_by(None, "# Maps names so that pickles\n# generated with Python 2 load.\n" + CODE, True)
+        is None
+    )
+    assert dropped_by(None, CODE + "\n" * 10 + "# DO NOT EDIT below this line\n", is_code=True) is None
+
+
+def test_nfc_composes_prose_and_leaves_code_alone():
+    decomposed = "Cafe\u0301 au lait, served in the small cafe\u0301 near the station every morning."
+    document_filter = DocumentFilter()
+    cleaned = document_filter(decomposed, is_code=False)
+    assert cleaned == decomposed.replace("e\u0301", "\u00e9") and "\u0301" not in cleaned
+    assert document_filter.counts["nfc_changed"] == 1
+    # In code NFC would change what a literal means (U+2126 OHM SIGN becomes U+03A9).
+    code = "assert normcase('\u2126') == '\u2126'\nname = 'nai\u0308ve'\n"
+    assert document_filter(code, is_code=True) == code
+    assert document_filter(decomposed.replace("e\u0301", "\u00e9"), is_code=False) is not None
+    assert document_filter.counts["nfc_changed"] == 1
+
+
+def test_control_characters_are_removed_but_whitespace_is_kept():
+    text = "Bell\x07 and NUL\x00 go;\ttabs,\nnewlines,\r\nform feeds\x0c and\x1b escapes\x7f, C1\x85\x9f too."
+    document_filter = DocumentFilter()
+    cleaned = document_filter(text, is_code=False)
+    assert cleaned == "Bell and NUL go;\ttabs,\nnewlines,\r\nform feeds\x0c and escapes, C1 too."
+    assert document_filter(CODE.replace("import os", "import os\x00"), is_code=True) == CODE
+    assert document_filter.counts["control_chars_removed"] == 2
+    # Non-ASCII text without controls, including the C1 range's UTF-8 lead byte, is untouched.
+    assert (
+        document_filter("Caf\u00e9 \u00a9 2024, \u00bfqu\u00e9 tal? \u00a0 Good morning.", False) is not None
+    )
+    assert document_filter.counts["control_chars_removed"] == 2
+
+
+def test_disabled_config_keeps_every_document_unchanged():
+    awkward = [
+        ("", False),
+        ("x", False),
+        ("nul\x00 and cafe\u0301", False),
+        ("@#$%^&*" * 50, False),
+        ("same line\n" * 50, False),
+        (SPAM, False),
+        ("# Code generated by protoc. DO NOT EDIT.\n" + "a" * 5000, True),
+    ]
+    document_filter = DocumentFilter(FilterConfig.disabled())
+    for text, is_code in awkward:
+        assert document_filter(text, is_code) == text
+    assert not any(document_filter.counts.values())
+
+
+def test_filtering_is_deterministic():
+    documents = [(PROSE, False), (SPAM, False), (CODE, True), ("tiny", False), ("cafe\u0301 " * 20, False)]
+    runs = []
+    for _ in range(2):
+        document_filter = DocumentFilter()
+        runs.append(([document_filter(text, is_code) for text, is_code in documents], document_filter.counts))
+    assert runs[0] == runs[1]
+
+
+def test_merge_counts_adds_worker_counts():
+    total, worker = DocumentFilter(), DocumentFilter()
+    total("tiny", is_code=False)
+    worker("tiny", is_code=False)
+    worker(SPAM, is_code=False)
+    total.merge_counts(worker.counts)
+    assert total.counts["min_chars"] == 2 and total.counts["top_2gram"] == 1
+    assert total.dropped == 3
+
+
+def test_from_dict_reads_yaml_style_options_and_round_trips():
+    config = FilterConfig.from_dict(
+        {"min_chars": 5, "max_top_ngram_fraction": {3: 0.2}, "blocklist": ["spam"], "max_chars": None}
+    )
+    assert (
+        config.min_chars == 5 and config.max_top_ngram_fraction == {3: 0.2} and config.blocklist == ["spam"]
+    )
+    # A manifest stores the config as JSON, which turns the n-gram sizes into strings.
+    assert FilterConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert FilterConfig.from_dict({}) == FilterConfig()
+
+
+def test_from_dict_names_an_unknown_key_and_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown filter option 'min_char'; valid options are: .*min_chars"):
+        FilterConfig.from_dict({"min_char": 5})
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_duplicate_line_fraction": 1.5}, r"max_duplicate_line_fraction must be a fraction in \[0, 1\]"),
+        ({"max_non_alnum_fraction": -0.1}, r"max_non_alnum_fraction must be a fraction"),
+        ({"min_chars": -1}, r"min_chars must be a non-negative integer"),
+        ({"code_max_line_length": -5}, r"code_max_line_length must be a non-negative integer or null"),
+        ({"max_chars": "100"}, r"max_chars must be a non-negative integer"),
+        ({"normalize_nfc": "yes"}, r"normalize_nfc must be true or false"),
+        ({"max_top_ngram_fraction": {2: 1.2}}, r"max_top_ngram_fraction\[2\] must be a fraction"),
+        ({"max_top_ngram_fraction": {"two": 0.2}}, r"n must be a positive integer, got 'two'"),
+        ({"max_top_ngram_fraction": {0: 0.2}}, r"n must be a positive integer, got 0"),
+        ({"blocklist": "spam"}, r"blocklist must be a list of non-empty strings"),
+        ({"blocklist": ["spam", ""]}, r"blocklist must be a list of non-empty strings"),
+    ],
+)
+def test_from_dict_rejects_invalid_values(options: dict, message: str):
+    with pytest.raises(ValueError, match=message):
+        FilterConfig.from_dict(options)
+
+
+def test_defaults_keep_the_standard_library_code():
+    document_filter = DocumentFilter()
+    documents = list(python_stdlib_code(ReadReport()))
+    kept = sum(document_filter(document.text, is_code=True) is not None for document in documents)
+    assert kept / len(documents) >= 0.95, document_filter.counts
+
+
+@pytest.mark.slow
+def test_defaults_keep_the_standard_library_docstrings():
+    document_filter = DocumentFilter()
+    documents = list(python_stdlib_prose(ReadReport()))
+    kept = sum(document_filter(document.text, is_code=False) is not None for document in documents)
+    assert kept / len(documents) >= 0.95, document_filter.counts
