@@ -2,8 +2,9 @@
 
     python benchmarks/prepare_throughput.py --output prepare_throughput.json
 
-The corpus is the built-in python-stdlib documents written once to a JSONL file, so that reading the
-input costs what reading a user's JSONL costs (not the AST parse of the built-in prose source). The
+The corpus is the built-in python-stdlib written once as user inputs (the code as a `code:` source tree,
+the docstrings as JSONL), so that reading costs what reading a user's files costs (not the AST parse
+of the built-in prose source) and code gets code filters. The
 tokenizer is trained once beforehand, so neither side of the ratio includes tokenizer training.
 Both sides use the same number of tokenizer threads (RAYON_NUM_THREADS, default: all cores).
 """
@@ -27,27 +28,36 @@ from lit_pretrain.data.prepare import prepare as run_prepare
 from lit_pretrain.data.prepare import read_documents
 
 
-def write_jsonl_corpus(path: Path, max_documents: int | None) -> int:
-    """The built-in corpus as one JSONL file; returns its size in bytes of text."""
+def write_corpus(directory: Path, max_documents: int | None) -> tuple[list[str], int]:
+    """The built-in corpus as user inputs: code as a source tree, prose as JSONL; returns (inputs, bytes)."""
+    code_dir, prose_file = directory / "stdlib-code", directory / "stdlib-prose.jsonl"
     text_bytes = 0
-    with open(path, "w", encoding="utf-8") as out:
+    with open(prose_file, "w", encoding="utf-8") as prose:
         for document in read_documents(["python-stdlib"], max_documents):
-            out.write(json.dumps({"id": document.id, "text": document.text}, ensure_ascii=False) + "\n")
             text_bytes += len(document.text.encode("utf-8"))
-    return text_bytes
+            if document.is_code:
+                path = code_dir / document.id.removeprefix("stdlib:")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(document.text, encoding="utf-8")
+            else:
+                prose.write(json.dumps({"id": document.id, "text": document.text}, ensure_ascii=False) + "\n")
+    return [f"code:{code_dir}", str(prose_file)], text_bytes
 
 
-def timed_prepare(corpus: Path, output: Path, tokenizer: Path, **options) -> float:
+def corpus_texts(inputs: list[str]) -> list[str]:
+    """The same texts prepare reads, for the bare tokenizer."""
+    return [d.text for d in read_documents(inputs, None, id_field="id")]
+
+
+def timed_prepare(inputs: list[str], output: Path, tokenizer: Path, **options) -> float:
     shutil.rmtree(output, ignore_errors=True)
     start = time.perf_counter()
-    run_prepare([str(corpus)], output, tokenizer=tokenizer, id_field="id", **options)
+    run_prepare(inputs, output, tokenizer=tokenizer, id_field="id", **options)
     return time.perf_counter() - start
 
 
-def bare_tokenizer_seconds(corpus: Path, tokenizer: Path) -> float:
+def bare_tokenizer_seconds(texts: list[str], tokenizer: Path) -> float:
     """`encode_batch` alone over the same texts, in the same batch size as prepare."""
-    with open(corpus, encoding="utf-8") as lines:
-        texts = [json.loads(line)["text"] for line in lines]
     bpe = Tokenizer.from_file(str(tokenizer))
     encode = getattr(bpe, "encode_batch_fast", bpe.encode_batch)
     start = time.perf_counter()
@@ -90,17 +100,17 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="prepare-bench-"))
-    corpus = work / "corpus.jsonl"
-    text_bytes = write_jsonl_corpus(corpus, args.max_documents)
+    inputs, text_bytes = write_corpus(work, args.max_documents)
     megabytes = text_bytes / 1e6
     # Tokenizer trained once, outside all timings.
-    run_prepare([str(corpus)], work / "warmup", vocab_size=8192, id_field="id")
+    run_prepare(inputs, work / "warmup", vocab_size=8192, id_field="id")
     tokenizer = work / "warmup" / "tokenizer.json"
+    texts = corpus_texts(inputs)
 
-    tokenizer_s = min(bare_tokenizer_seconds(corpus, tokenizer) for _ in range(args.repeats))
-    pipeline_s = min(timed_prepare(corpus, work / "exact", tokenizer) for _ in range(args.repeats))
+    tokenizer_s = min(bare_tokenizer_seconds(texts, tokenizer) for _ in range(args.repeats))
+    pipeline_s = min(timed_prepare(inputs, work / "exact", tokenizer) for _ in range(args.repeats))
     near_s = min(
-        timed_prepare(corpus, work / "near", tokenizer, dedup={"exact": True, "near": True})
+        timed_prepare(inputs, work / "near", tokenizer, dedup={"exact": True, "near": True})
         for _ in range(args.repeats)
     )
     loader = {w: loader_tokens_per_second(work / "exact", w, 2048, 32, 60) for w in (1, 2)}
@@ -116,7 +126,9 @@ def main() -> None:
         "loader_tokens_per_s_1_worker": loader[1],
         "loader_tokens_per_s_2_workers": loader[2],
     }
-    print(f"\ncorpus: {megabytes:.1f} MB of text (python-stdlib as JSONL), {results['machine']}")
+    print(
+        f"\ncorpus: {megabytes:.1f} MB of text (python-stdlib as a code tree + JSONL prose), {results['machine']}"
+    )
     print(f"{'measurement':<42}{'value':>14}")
     for key, unit in (
         ("tokenizer_mb_s", "MB/s"),

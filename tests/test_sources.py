@@ -112,7 +112,12 @@ def test_prepare_cli_takes_field_options(tmp_path: Path):
 
 @pytest.mark.parametrize(
     ("spec", "name"),
-    [("data/web-*.jsonl.zst", "web"), ("corpus/", "corpus"), ("texts/**/*.md", "texts"), ("a/b.parquet", "b")],
+    [
+        ("data/web-*.jsonl.zst", "web"),
+        ("corpus/", "corpus"),
+        ("texts/**/*.md", "texts"),
+        ("a/b.parquet", "b"),
+    ],
 )
 def test_source_names_drop_extensions_and_globs(spec: str, name: str):
     from lit_pretrain.data.sources import _source_name

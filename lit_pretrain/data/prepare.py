@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from lit_pretrain.data.dedup import DedupConfig, Deduplicator
-from lit_pretrain.data.filters import DocumentFilter, FilterConfig
+from lit_pretrain.data.filters import CONTROL_CHARS_REMOVED, NFC_CHANGED, DocumentFilter, FilterConfig
 from lit_pretrain.data.manifest import FORMAT_VERSION, TOKENIZER_NAME, print_summary, write_manifest
 from lit_pretrain.data.progress import Progress
 from lit_pretrain.data.shards import TokenFileWriter, write_shards
@@ -33,6 +33,7 @@ from lit_pretrain.data.tokenizer import (
 )
 
 SPLITS = ("train", "val")
+CLEANING_COUNTERS = (NFC_CHANGED, CONTROL_CHARS_REMOVED)
 ENCODE_BATCH_DOCUMENTS = 512
 # Longer documents are encoded in pieces cut at line breaks: one huge string would make the tokenizer
 # hold all its intermediate state at once.
@@ -61,6 +62,7 @@ def _empty_source_stats() -> dict[str, Any]:
         "near_duplicates": 0,
         "malformed_records": 0,
         "filtered": {},
+        "cleaned": {},
         "train": {"documents": 0, "tokens": 0},
         "val": {"documents": 0, "tokens": 0},
     }
@@ -339,12 +341,15 @@ def _prepare_into(
         spools[name].write(Document(document.id, name, document.origin, text, document.is_code))
     progress.close()
     for name, document_filter in filters.items():
-        stats[name]["filtered"] = {k: v for k, v in sorted(document_filter.counts.items()) if v}
+        stats[name]["filtered"] = _drops(document_filter)
+        stats[name]["cleaned"] = {
+            k: v for k, v in document_filter.counts.items() if k in CLEANING_COUNTERS and v
+        }
     for spool in spools.values():
         spool.close()
     kept = sum(s["documents_kept"] for s in stats.values())
     if kept == 0:
-        dropped = {k: v for f in filters.values() for k, v in f.counts.items() if v and k in f.filter_names()}
+        dropped = {k: v for f in filters.values() for k, v in _drops(f).items()}
         dropped.update({k: v for k, v in deduplicator.counts.items() if v})
         reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(dropped.items())) or "none"
         raise ValueError(
@@ -405,9 +410,12 @@ def _prepare_into(
         for split in SPLITS
     }
     filtered_total: dict[str, int] = {}
+    cleaned_total: dict[str, int] = {}
     for source in stats.values():
         for key, count in source["filtered"].items():
             filtered_total[key] = filtered_total.get(key, 0) + count
+        for key, count in source.get("cleaned", {}).items():
+            cleaned_total[key] = cleaned_total.get(key, 0) + count
     manifest = {
         "format_version": FORMAT_VERSION,
         "inputs": list(inputs),
@@ -422,6 +430,7 @@ def _prepare_into(
         "exact_duplicates": deduplicator.counts["exact_duplicates"],
         "near_duplicates": deduplicator.counts["near_duplicates"],
         "filtered": dict(sorted(filtered_total.items())),
+        "cleaned": dict(sorted(cleaned_total.items())),
         "tokens_train": totals["train"]["tokens"],
         "tokens_val": totals["val"]["tokens"],
         "splits": totals,
@@ -443,6 +452,11 @@ def _tokenize_batch(bpe, batch, writers, route, eos_id, bos_id, dtype, progress:
     for (doc_id, text), ids in zip(batch, _encode_documents(bpe, texts, eos_id, bos_id, dtype), strict=True):
         writers[route(doc_id)].write(ids)
         progress.update(1, len(text))
+
+
+def _drops(document_filter: DocumentFilter) -> dict[str, int]:
+    """Documents each filter dropped (not the cleaning counters, which count rewrites)."""
+    return {k: v for k, v in sorted(document_filter.counts.items()) if v and k not in CLEANING_COUNTERS}
 
 
 def _malformed_hint(report: ReadReport) -> str:
