@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from pathlib import Path
 
@@ -195,3 +196,25 @@ def test_full_builtin_corpus_is_deterministic(tmp_path: Path):
     prepare(["python-stdlib"], tmp_path / "b", vocab_size=8192)
     assert first["splits"]["train"]["tokens"] > 5_000_000
     assert _tree_hashes(tmp_path / "a") == _tree_hashes(tmp_path / "b")
+
+
+def test_prepare_cli_num_workers_sets_tokenizer_threads(tmp_path: Path, monkeypatch):
+    from lit_pretrain.cli import main
+
+    monkeypatch.delenv("RAYON_NUM_THREADS", raising=False)
+    text = tmp_path / "story.txt"
+    text.write_text(prose(seed=4))
+    args = [
+        "prepare",
+        str(text),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--vocab_size",
+        "300",
+        "--val_fraction",
+        "0",
+    ]
+    main([*args, "--num_workers", "1"])
+    assert os.environ["RAYON_NUM_THREADS"] == "1"
+    with pytest.raises(SystemExit):
+        main([*args, "--num_workers", "0", "--overwrite", "true"])

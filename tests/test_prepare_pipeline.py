@@ -58,7 +58,11 @@ def test_filters_are_counted_per_filter_and_source(tmp_path: Path):
     texts = [prose(1), "too short", "line again\n" * 40, prose(2) + " casino bonus", "%$#@!" * 100]
     write_jsonl(tmp_path / "mixed.jsonl", texts)
     manifest = prepare(
-        [str(tmp_path / "mixed.jsonl")], tmp_path / "out", vocab_size=300, filters={"blocklist": ["CASINO"]}
+        [str(tmp_path / "mixed.jsonl")],
+        tmp_path / "out",
+        vocab_size=300,
+        val_fraction=0,
+        filters={"blocklist": ["CASINO"]},
     )
     assert manifest["filtered"] == {
         "blocklist": 1,
@@ -191,3 +195,26 @@ def test_resuming_on_data_with_another_tokenizer_is_refused(small_corpus: Path, 
     prepare([str(tmp_path / "other.jsonl")], tmp_path / "other", vocab_size=400)
     with pytest.raises(ValueError, match=r"tokenizer_sha256 differs: '[0-9a-f]+' in the checkpoint but"):
         main(fit_args(tmp_path / "other", run, "--trainer.max_steps", "4", "--ckpt_path", "last"))
+
+
+@pytest.mark.parametrize("reuse_tokenizer", [False, True])
+def test_small_corpus_still_gets_one_validation_document(
+    tmp_path: Path, small_corpus: Path, reuse_tokenizer: bool
+):
+    from lit_pretrain.data.prepare import _id_fraction
+
+    write_jsonl(tmp_path / "tiny.jsonl", [prose(s) for s in range(3)])
+    tokenizer = small_corpus / "tokenizer.json" if reuse_tokenizer else None
+    manifest = prepare(
+        [str(tmp_path / "tiny.jsonl")],
+        tmp_path / "out",
+        tokenizer=tokenizer,
+        vocab_size=300,
+        val_fraction=1e-9,
+    )
+    assert manifest["splits"]["train"]["documents"] == 2 and manifest["splits"]["val"]["documents"] == 1
+    ids = [f"tiny:tiny.jsonl:{line}" for line in (1, 2, 3)]
+    lowest = min(range(3), key=lambda i: _id_fraction(ids[i]))
+    bpe = Tokenizer.from_file(str(tmp_path / "out" / "tokenizer.json"))
+    expected = bpe.encode(prose(lowest), add_special_tokens=False).ids + [manifest["eos_id"]]
+    assert split_tokens(tmp_path / "out", "val", "tiny").tolist() == expected

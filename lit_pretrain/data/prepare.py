@@ -12,8 +12,9 @@ import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
-from functools import partial
 from pathlib import Path
+from queue import Queue
+from threading import Thread
 from typing import Any
 
 import numpy as np
@@ -236,22 +237,20 @@ def prepare(
     shutil.rmtree(partial_dir, ignore_errors=True)
     (partial_dir / "_work").mkdir(parents=True)
     try:
-        manifest = _prepare_into(
-            partial_dir,
-            inputs,
-            tokenizer,
-            vocab_size,
-            eos_token,
-            bos_token,
-            val_fraction,
-            max_documents_per_source,
-            chunk_tokens,
-            text_field,
-            id_field,
-            filter_config,
-            dedup_config,
-            val_inputs,
-        )
+        options = {
+            "tokenizer": tokenizer,
+            "vocab_size": vocab_size,
+            "eos_token": eos_token,
+            "bos_token": bos_token,
+            "val_fraction": val_fraction,
+            "max_documents_per_source": max_documents_per_source,
+            "chunk_tokens": chunk_tokens,
+            "text_field": text_field,
+            "id_field": id_field,
+            "filters": filter_config,
+            "dedup": dedup_config,
+        }
+        manifest = _Pipeline(partial_dir, inputs, val_inputs, options).run()
     except BaseException:
         shutil.rmtree(partial_dir, ignore_errors=True)
         raise
@@ -264,194 +263,265 @@ def prepare(
     return manifest
 
 
-def _prepare_into(
-    out: Path,
-    inputs: Sequence[str],
-    tokenizer_path: str | Path | None,
-    vocab_size: int,
-    eos_token: str | None,
-    bos_token: str | None,
-    val_fraction: float,
-    max_documents_per_source: int | None,
-    chunk_tokens: int,
-    text_field: str,
-    id_field: str | None,
-    filter_config: FilterConfig,
-    dedup_config: DedupConfig,
-    val_inputs: Sequence[str],
-) -> dict[str, Any]:
-    work = out / "_work"
-    report = ReadReport()
-    deduplicator = Deduplicator(dedup_config)
-    filters: dict[str, DocumentFilter] = {}
-    stats: dict[str, dict[str, Any]] = {}
-    spools: dict[str, _Spool] = {}
-    code_sources: set[str] = set()
-    seen_ids: set[str] = set()
-    val_ids_seen = False
-    kept_ids: list[str] = []
+class _Pipeline:
+    """One prepare run: stage 1 reads, cleans, filters and deduplicates; stage 2 tokenizes and writes.
 
-    # 1. Read, clean, filter, deduplicate; spool what is kept.
-    progress = Progress("read, filter, dedup")
-    malformed_before = 0
-    all_inputs = list(inputs) + list(val_inputs)
-    val_only_sources: set[str] = set()
-    documents = iter_documents(all_inputs, report, max_documents_per_source, text_field, id_field)
-    for spec, name, document in documents:
-        if spec in val_inputs:
-            if name in stats and name not in val_only_sources:
+    With a given tokenizer both stages run at once: a thread feeds kept documents to the tokenizer,
+    whose Rust threads encode while Python filters the next ones. Without one, kept documents are spooled
+    to disk, a BPE is trained on the spooled training documents, and the spool is tokenized.
+    """
+
+    def __init__(self, out: Path, inputs: Sequence[str], val_inputs: Sequence[str], options: dict[str, Any]):
+        self.out = out
+        self.work = out / "_work"
+        self.inputs = list(inputs)
+        self.val_inputs = list(val_inputs)
+        self.options = options
+        self.report = ReadReport()
+        self.deduplicator = Deduplicator(options["dedup"])
+        self.filters: dict[str, DocumentFilter] = {}
+        self.stats: dict[str, dict[str, Any]] = {}
+        self.code_sources: set[str] = set()
+        self.val_only_sources: set[str] = set()
+        self.writers: dict[tuple[str, str], TokenFileWriter] = {}
+        # (hash fraction, source, start, length) of the training document a small corpus would hold out.
+        self.lowest_train: tuple[float, str, int, int] | None = None
+
+    def held_out(self, document_id: str, source: str) -> bool:
+        """Whether a kept document goes to validation."""
+        return source in self.val_only_sources or in_validation(document_id, self.options["val_fraction"])
+
+    def kept_documents(self) -> Iterator[tuple[str, Document]]:
+        """Stage 1: (source, document) for every document that survives cleaning, filters and dedup."""
+        options = self.options
+        progress = Progress("read, filter, dedup")
+        malformed_before = 0
+        seen_ids: set[str] = set()
+        documents = iter_documents(
+            self.inputs + self.val_inputs,
+            self.report,
+            options["max_documents_per_source"],
+            options["text_field"],
+            options["id_field"],
+        )
+        for spec, name, document in documents:
+            if spec in self.val_inputs:
+                if name in self.stats and name not in self.val_only_sources:
+                    raise ValueError(
+                        f"validation input {spec!r} has the same source name {name!r} as a training input"
+                    )
+                self.val_only_sources.add(name)
+            source = self.stats.setdefault(name, _empty_source_stats())
+            if document is None:  # end of a source: attribute its malformed records, check it had documents
+                source["malformed_records"] += self.report.malformed_records - malformed_before
+                malformed_before = self.report.malformed_records
+                if source["documents_in"] == 0:
+                    raise ValueError(
+                        f"source {name!r} (input {spec!r}) has no documents with text: nothing to train on"
+                        + _malformed_hint(self.report)
+                    )
+                continue
+            source["documents_in"] += 1
+            progress.update(1, len(document.text))
+            if document.id in seen_ids:
                 raise ValueError(
-                    f"validation input {spec!r} has the same source name {name!r} as a training input"
+                    f"document id {document.id!r} ({document.origin}) occurs twice: the same input was given "
+                    "twice, or --id_field is not unique"
                 )
-            val_only_sources.add(name)
-        source = stats.setdefault(name, _empty_source_stats())
-        if document is None:  # end of a source: attribute its malformed records, check it had documents
-            source["malformed_records"] += report.malformed_records - malformed_before
-            malformed_before = report.malformed_records
-            if source["documents_in"] == 0:
-                raise ValueError(
-                    f"source {name!r} (input {spec!r}) has no documents with text: nothing to train on"
-                    + _malformed_hint(report)
-                )
-            continue
-        source["documents_in"] += 1
-        progress.update(1, len(document.text))
-        if document.id in seen_ids:
+            seen_ids.add(document.id)
+            document_filter = self.filters.setdefault(name, DocumentFilter(options["filters"]))
+            text = document_filter(document.text, document.is_code)
+            if text is None:
+                continue
+            duplicate = self.deduplicator.check(text)
+            if duplicate is not None:
+                source[f"{duplicate}_duplicates"] += 1
+                continue
+            if document.is_code:
+                self.code_sources.add(name)
+            source["documents_kept"] += 1
+            yield name, Document(document.id, name, document.origin, text, document.is_code)
+        progress.close()
+        for name, document_filter in self.filters.items():
+            self.stats[name]["filtered"] = _drops(document_filter)
+            self.stats[name]["cleaned"] = {
+                k: v for k, v in document_filter.counts.items() if k in CLEANING_COUNTERS and v
+            }
+        if not sum(s["documents_kept"] for s in self.stats.values()):
+            dropped = {k: v for f in self.filters.values() for k, v in _drops(f).items()}
+            dropped.update({k: v for k, v in self.deduplicator.counts.items() if v})
+            reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(dropped.items())) or "none"
             raise ValueError(
-                f"document id {document.id!r} ({document.origin}) occurs twice: the same input was given "
-                "twice, or --id_field is not unique"
+                f"no documents left after filtering and deduplication ({self.report.documents_in:,} read; "
+                f"dropped by: {reasons}): loosen those settings with --filters / --dedup (see docs/data.md) "
+                "or check the inputs"
             )
-        seen_ids.add(document.id)
-        document_filter = filters.setdefault(name, DocumentFilter(filter_config))
-        text = document_filter(document.text, document.is_code)
-        if text is None:
-            continue
-        duplicate = deduplicator.check(text)
-        if duplicate is not None:
-            source[f"{duplicate}_duplicates"] += 1
-            continue
-        if document.is_code:
-            code_sources.add(name)
-        source["documents_kept"] += 1
-        if name not in val_only_sources:
-            kept_ids.append(document.id)
-            val_ids_seen = val_ids_seen or in_validation(document.id, val_fraction)
-        if name not in spools:
-            spools[name] = _Spool(work / f"{len(spools):04d}.jsonl")
-        spools[name].write(Document(document.id, name, document.origin, text, document.is_code))
-    progress.close()
-    for name, document_filter in filters.items():
-        stats[name]["filtered"] = _drops(document_filter)
-        stats[name]["cleaned"] = {
-            k: v for k, v in document_filter.counts.items() if k in CLEANING_COUNTERS and v
-        }
-    for spool in spools.values():
-        spool.close()
-    kept = sum(s["documents_kept"] for s in stats.values())
-    if kept == 0:
-        dropped = {k: v for f in filters.values() for k, v in _drops(f).items()}
-        dropped.update({k: v for k, v in deduplicator.counts.items() if v})
-        reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(dropped.items())) or "none"
-        raise ValueError(
-            f"no documents left after filtering and deduplication ({report.documents_in:,} read; dropped by: "
-            f"{reasons}): loosen those settings with --filters / --dedup (see docs/data.md) or check the inputs"
-        )
-    fallback = None if val_ids_seen or val_inputs else _fallback_validation_id(kept_ids, val_fraction)
-    del kept_ids, seen_ids
 
-    def held_out(document_id: str, source: str) -> bool:
-        return (
-            source in val_only_sources or in_validation(document_id, val_fraction) or document_id == fallback
-        )
+    def run(self) -> dict[str, Any]:
+        """Both stages, the shards and the manifest; returns the manifest."""
+        options = self.options
+        started = time.perf_counter()
+        if options["tokenizer"] is None:
+            spools: dict[str, _Spool] = {}
+            for name, document in self.kept_documents():
+                if name not in spools:
+                    spools[name] = _Spool(self.work / f"{len(spools):04d}.jsonl")
+                spools[name].write(document)
+            for spool in spools.values():
+                spool.close()
+            train_texts = (
+                text
+                for name, spool in spools.items()
+                for doc_id, text in spool.read()
+                if not self.held_out(doc_id, name)
+            )
+            bpe = train_bpe_tokenizer(train_texts, options["vocab_size"])
+            _log(f"trained a byte-level BPE tokenizer with {bpe.get_vocab_size():,} tokens", started)
+            records = (
+                (name, doc_id, text) for name, spool in spools.items() for doc_id, text in spool.read()
+            )
+            progress = Progress("tokenize", total=sum(s["documents_kept"] for s in self.stats.values()))
+        else:
+            bpe = load_tokenizer(options["tokenizer"])
+            _log(f"loaded tokenizer {options['tokenizer']} with {bpe.get_vocab_size():,} tokens", started)
+            records = ((name, d.id, d.text) for name, d in self.kept_documents())
+            progress = None  # stage 1's progress line already tracks the documents
+        eos_id = find_eos_id(bpe, options["eos_token"])
+        bos_id = find_special_id(bpe, options["bos_token"]) if options["bos_token"] else None
+        dtype = token_dtype(bpe.get_vocab_size())
+        bpe.save(str(self.out / TOKENIZER_NAME))
 
-    # 2. Tokenizer: trained on the training documents only, or loaded.
-    started = time.perf_counter()
-    if tokenizer_path is None:
-        train_texts = (
-            text
-            for name, spool in spools.items()
-            for doc_id, text in spool.read()
-            if not held_out(doc_id, name)
-        )
-        bpe = train_bpe_tokenizer(train_texts, vocab_size)
-        _log(f"trained a byte-level BPE tokenizer with {bpe.get_vocab_size():,} tokens", started)
-    else:
-        bpe = load_tokenizer(tokenizer_path)
-        _log(f"loaded tokenizer {tokenizer_path} with {bpe.get_vocab_size():,} tokens", started)
-    eos_id = find_eos_id(bpe, eos_token)
-    bos_id = find_special_id(bpe, bos_token) if bos_token else None
-    vocab = bpe.get_vocab_size()
-    dtype = token_dtype(vocab)
-    bpe.save(str(out / TOKENIZER_NAME))
-
-    # 3. Tokenize each source into train/val token files, then write its shards.
-    progress = Progress("tokenize", total=kept)
-    for index, (name, spool) in enumerate(spools.items()):
-        writers = {split: TokenFileWriter(work / f"{index:04d}.{split}.bin", dtype) for split in SPLITS}
-        batch: list[tuple[str, str]] = []
-        route = partial(_route, held_out=held_out, source=name)
-        for record in spool.read():
-            batch.append(record)
-            if len(batch) == ENCODE_BATCH_DOCUMENTS:
-                _tokenize_batch(bpe, batch, writers, route, eos_id, bos_id, dtype, progress)
-                batch = []
-        if batch:
-            _tokenize_batch(bpe, batch, writers, route, eos_id, bos_id, dtype, progress)
-        for split, writer in writers.items():
+        for batch in _prefetched_batches(records, ENCODE_BATCH_DOCUMENTS):
+            texts = [text for _, _, text in batch]
+            for (name, doc_id, text), ids in zip(
+                batch, _encode_documents(bpe, texts, eos_id, bos_id, dtype), strict=True
+            ):
+                self._write(name, doc_id, ids, dtype)
+                if progress is not None:
+                    progress.update(1, len(text))
+        if progress is not None:
+            progress.close()
+        if options["val_fraction"] > 0 and not self.val_inputs and not self._split_tokens("val"):
+            self._hold_out_lowest_train_document(dtype)
+        if not self._split_tokens("train"):
+            raise ValueError(
+                f"no training documents are left after holding out validation data "
+                f"(val_fraction={options['val_fraction']}, val_inputs={self.val_inputs}): add documents"
+            )
+        for (name, split), writer in self.writers.items():
             writer.close()
-            stats[name][split] = {"documents": writer.documents, "tokens": writer.tokens}
+            self.stats[name][split] = {"documents": writer.documents, "tokens": writer.tokens}
             if writer.tokens:
-                write_shards(writer.path, dtype, out / split / name, chunk_tokens)
+                write_shards(writer.path, dtype, self.out / split / name, options["chunk_tokens"])
             writer.path.unlink()
-    progress.close()
+        manifest = self._manifest(bpe, eos_id, bos_id, dtype)
+        write_manifest(self.out, manifest)
+        return manifest
 
-    totals = {
-        split: {k: sum(s[split][k] for s in stats.values()) for k in ("documents", "tokens")}
-        for split in SPLITS
-    }
-    filtered_total: dict[str, int] = {}
-    cleaned_total: dict[str, int] = {}
-    for source in stats.values():
-        for key, count in source["filtered"].items():
-            filtered_total[key] = filtered_total.get(key, 0) + count
-        for key, count in source.get("cleaned", {}).items():
-            cleaned_total[key] = cleaned_total.get(key, 0) + count
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "inputs": list(inputs),
-        "val_inputs": list(val_inputs),
-        "tokenizer_sha256": tokenizer_sha256(bpe),
-        "vocab_size": vocab,
-        "eos_id": eos_id,
-        "bos_id": bos_id,
-        "dtype": dtype.name,
-        "val_fraction": val_fraction,
-        "documents_kept": kept,
-        "exact_duplicates": deduplicator.counts["exact_duplicates"],
-        "near_duplicates": deduplicator.counts["near_duplicates"],
-        "filtered": dict(sorted(filtered_total.items())),
-        "cleaned": dict(sorted(cleaned_total.items())),
-        "tokens_train": totals["train"]["tokens"],
-        "tokens_val": totals["val"]["tokens"],
-        "splits": totals,
-        "sources": {name: dict(s, is_code=name in code_sources) for name, s in stats.items()},
-        "filter_config": asdict(filter_config),
-        "dedup_config": asdict(dedup_config),
-        **report.to_manifest(),
-    }
-    write_manifest(out, manifest)
-    return manifest
+    def _writer(self, name: str, split: str, dtype: np.dtype) -> TokenFileWriter:
+        if (name, split) not in self.writers:
+            self.writers[name, split] = TokenFileWriter(
+                self.work / f"{len(self.writers):04d}.{split}.bin", dtype
+            )
+        return self.writers[name, split]
+
+    def _write(self, name: str, doc_id: str, ids: np.ndarray, dtype: np.dtype) -> None:
+        split = "val" if self.held_out(doc_id, name) else "train"
+        writer = self._writer(name, split, dtype)
+        if split == "train":
+            fraction = _id_fraction(doc_id)
+            if self.lowest_train is None or fraction < self.lowest_train[0]:
+                self.lowest_train = (fraction, name, writer.tokens, len(ids))
+        writer.write(ids)
+
+    def _split_tokens(self, split: str) -> int:
+        return sum(w.tokens for (_, s), w in self.writers.items() if s == split)
+
+    def _hold_out_lowest_train_document(self, dtype: np.dtype) -> None:
+        """A small corpus may hash no document below val_fraction: move the lowest-hash one to validation."""
+        _, name, start, length = self.lowest_train
+        train = self.writers[name, "train"]
+        train.close()
+        tokens = np.fromfile(train.path, dtype=dtype)
+        self._writer(name, "val", dtype).write(tokens[start : start + length])
+        rest = np.concatenate([tokens[:start], tokens[start + length :]])
+        replacement = TokenFileWriter(train.path, dtype)
+        if len(rest):
+            replacement.write(rest)
+        replacement.documents = train.documents - 1
+        self.writers[name, "train"] = replacement
+
+    def _manifest(self, bpe, eos_id: int, bos_id: int | None, dtype: np.dtype) -> dict[str, Any]:
+        stats = self.stats
+        totals = {
+            split: {k: sum(s[split][k] for s in stats.values()) for k in ("documents", "tokens")}
+            for split in SPLITS
+        }
+        filtered_total: dict[str, int] = {}
+        cleaned_total: dict[str, int] = {}
+        for source in stats.values():
+            for key, count in source["filtered"].items():
+                filtered_total[key] = filtered_total.get(key, 0) + count
+            for key, count in source["cleaned"].items():
+                cleaned_total[key] = cleaned_total.get(key, 0) + count
+        return {
+            "format_version": FORMAT_VERSION,
+            "inputs": self.inputs,
+            "val_inputs": self.val_inputs,
+            "tokenizer_sha256": tokenizer_sha256(bpe),
+            "vocab_size": bpe.get_vocab_size(),
+            "eos_id": eos_id,
+            "bos_id": bos_id,
+            "dtype": dtype.name,
+            "val_fraction": self.options["val_fraction"],
+            "documents_kept": sum(s["documents_kept"] for s in stats.values()),
+            "exact_duplicates": self.deduplicator.counts["exact_duplicates"],
+            "near_duplicates": self.deduplicator.counts["near_duplicates"],
+            "filtered": dict(sorted(filtered_total.items())),
+            "cleaned": dict(sorted(cleaned_total.items())),
+            "tokens_train": totals["train"]["tokens"],
+            "tokens_val": totals["val"]["tokens"],
+            "splits": totals,
+            "sources": {name: dict(s, is_code=name in self.code_sources) for name, s in stats.items()},
+            "filter_config": asdict(self.options["filters"]),
+            "dedup_config": asdict(self.options["dedup"]),
+            **self.report.to_manifest(),
+        }
 
 
-def _route(document_id: str, held_out, source: str) -> str:
-    return "val" if held_out(document_id, source) else "train"
+def _prefetched_batches(records: Iterator[Any], batch_size: int) -> Iterator[list[Any]]:
+    """Batches of `records`, produced by a background thread so that producing overlaps consuming.
 
+    The consumer encodes with the Rust tokenizer, which releases the GIL, so Python work in the
+    producer (reading, filtering, deduplicating) proceeds meanwhile. Errors in the producer re-raise here.
+    """
+    queue: Queue = Queue(maxsize=4)
+    finished = object()
 
-def _tokenize_batch(bpe, batch, writers, route, eos_id, bos_id, dtype, progress: Progress) -> None:
-    texts = [text for _, text in batch]
-    for (doc_id, text), ids in zip(batch, _encode_documents(bpe, texts, eos_id, bos_id, dtype), strict=True):
-        writers[route(doc_id)].write(ids)
-        progress.update(1, len(text))
+    def produce() -> None:
+        try:
+            batch = []
+            for record in records:
+                batch.append(record)
+                if len(batch) == batch_size:
+                    queue.put(batch)
+                    batch = []
+            if batch:
+                queue.put(batch)
+            queue.put(finished)
+        except BaseException as err:  # handed to the consumer, which raises it
+            queue.put(err)
+
+    thread = Thread(target=produce, name="prepare-producer", daemon=True)
+    thread.start()
+    while True:
+        item = queue.get()
+        if item is finished:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+    thread.join()
 
 
 def _drops(document_filter: DocumentFilter) -> dict[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
@@ -66,6 +67,12 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="deduplication settings, e.g. '{near: true}'",
     )
+    parser.add_argument(
+        "--num_workers",
+        type=int | None,
+        default=None,
+        help="tokenizer threads (the Rust tokenizer encodes batches in parallel); default: all cores",
+    )
     parser.add_argument("--chunk_tokens", type=int, default=2**21, help="tokens per litdata chunk file")
     parser.add_argument("--overwrite", type=bool, default=False, help="replace an existing output_dir")
     return parser
@@ -99,6 +106,11 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(positionals_to_inputs(argv))
     if not args.inputs:
         parser.error("name at least one input (a file, directory, glob, or python-stdlib)")
+    if args.num_workers is not None:
+        if args.num_workers < 1:
+            parser.error(f"--num_workers must be at least 1, got {args.num_workers}")
+        # Read by the tokenizer's thread pool when it first starts, which is after this point.
+        os.environ["RAYON_NUM_THREADS"] = str(args.num_workers)
     try:
         prepare(
             inputs=args.inputs,

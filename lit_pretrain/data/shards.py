@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -49,26 +50,44 @@ class _TokenPieces:
         yield torch.from_numpy(np.array(tokens[start : start + PIECE_TOKENS]))
 
 
+@contextmanager
+def _tokenizer_threads_off() -> Iterator[None]:
+    """TOKENIZERS_PARALLELISM=false while a child is forked, then as before.
+
+    The forked writer only reads a memmap; the variable silences the tokenizer's fork warning there.
+    This process reads it again on every batch it encodes, so leaving it set would make all later
+    tokenization single-threaded.
+    """
+    previous = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["TOKENIZERS_PARALLELISM"]
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = previous
+
+
 def write_shards(token_file: Path, dtype: np.dtype, output_dir: Path, chunk_tokens: int) -> None:
     """Turn a raw token file into litdata chunks readable with `TokensLoader`, byte-identical across runs."""
     from litdata import optimize
     from litdata.streaming.item_loader import TokensLoader
 
     num_tokens = token_file.stat().st_size // dtype.itemsize
-    # The tokenizer's threads are done; children only read the memmap, so silence the fork warning.
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    optimize(
-        fn=_TokenPieces(str(token_file), dtype.name),
-        inputs=list(range(0, num_tokens, PIECE_TOKENS)),
-        output_dir=str(output_dir),
-        chunk_size=chunk_tokens,
-        item_loader=TokensLoader(),
-        # One writer keeps chunk order, and so the shards' bytes, identical across runs.
-        num_workers=1,
-        # fork: the worker needs nothing re-imported, and spawn would re-run an unguarded caller script.
-        start_method="fork" if sys.platform == "linux" else None,
-        verbose=False,
-    )
+    with _tokenizer_threads_off():
+        optimize(
+            fn=_TokenPieces(str(token_file), dtype.name),
+            inputs=list(range(0, num_tokens, PIECE_TOKENS)),
+            output_dir=str(output_dir),
+            chunk_size=chunk_tokens,
+            item_loader=TokensLoader(),
+            # One writer keeps chunk order, and so the shards' bytes, identical across runs.
+            num_workers=1,
+            # fork: the worker needs nothing re-imported; spawn would re-run an unguarded caller script.
+            start_method="fork" if sys.platform == "linux" else None,
+            verbose=False,
+        )
     _make_index_reproducible(output_dir)
 
 
