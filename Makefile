@@ -10,7 +10,7 @@ DATA_DIR ?= data/python-stdlib
 RUN_DIR ?= out/tiny
 PYTEST_ARGS ?=
 
-.PHONY: help install data baseline pretrain train sample test test-slow lint format clean
+.PHONY: help install data baseline pretrain train sample test test-slow lint format clean bench-prepare
 
 help:
 	@echo "make pretrain   install, prepare the built-in corpus, train the tiny model, print a sample"
@@ -19,6 +19,7 @@ help:
 	@echo "make test-slow  run the tests marked slow"
 	@echo "make data       prepare the built-in python-stdlib corpus into $(DATA_DIR)"
 	@echo "make lint       ruff check and format check"
+	@echo "make bench-prepare  prepare throughput vs the bare tokenizer, DataLoader tokens/s"
 
 install: $(STAMP)
 
@@ -73,6 +74,10 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+# Prepare throughput against the bare tokenizer, and DataLoader tokens/s (see docs/benchmarks.md).
+bench-prepare: install
+	$(PY) benchmarks/prepare_throughput.py --output prepare_throughput.json
 
 lint: install
 	$(VENV)/bin/ruff check .
