@@ -97,6 +97,13 @@ def main() -> None:
     parser.add_argument("--output", default="prepare_throughput.json")
     parser.add_argument("--max_documents", type=int, default=None, help="per source, for a quick run")
     parser.add_argument("--repeats", type=int, default=2, help="best of N for each timing")
+    parser.add_argument("--seq_len", type=int, default=2048, help="DataLoader measurement: tokens per window")
+    parser.add_argument(
+        "--batch_size", type=int, default=32, help="DataLoader measurement: windows per batch"
+    )
+    parser.add_argument(
+        "--loader_batches", type=int, default=60, help="DataLoader measurement: batches timed"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="prepare-bench-"))
@@ -113,7 +120,10 @@ def main() -> None:
         timed_prepare(inputs, work / "near", tokenizer, dedup={"exact": True, "near": True})
         for _ in range(args.repeats)
     )
-    loader = {w: loader_tokens_per_second(work / "exact", w, 2048, 32, 60) for w in (1, 2)}
+    loader = {
+        w: loader_tokens_per_second(work / "exact", w, args.seq_len, args.batch_size, args.loader_batches)
+        for w in (1, 2)
+    }
     results = {
         "date": date.today().isoformat(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",

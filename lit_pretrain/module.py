@@ -84,7 +84,7 @@ class LitPretrain(L.LightningModule):
     def _loss(self, batch: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         # PretrainDataModule gives {"tokens", "source"}; a plain tensor of windows works too.
         batch = batch["tokens"] if isinstance(batch, dict) else batch
-        # Shards store uint16/uint32 tokens; embedding lookups and cross-entropy need int64.
+        # Shards store uint16/int32 tokens; embedding lookups and cross-entropy need int64.
         batch = batch.long()
         inputs, targets = batch[:, :-1], batch[:, 1:]
         logits = self.model(inputs)

@@ -218,3 +218,38 @@ def test_small_corpus_still_gets_one_validation_document(
     bpe = Tokenizer.from_file(str(tmp_path / "out" / "tokenizer.json"))
     expected = bpe.encode(prose(lowest), add_special_tokens=False).ids + [manifest["eos_id"]]
     assert split_tokens(tmp_path / "out", "val", "tiny").tolist() == expected
+
+
+def test_vocabularies_over_65536_are_stored_as_int32(tmp_path: Path, small_corpus: Path):
+    big = Tokenizer.from_file(str(small_corpus / "tokenizer.json"))
+    big.add_tokens([f"<extra_{i}>" for i in range(70_000)])
+    big.save(str(tmp_path / "big.json"))
+    text = prose(5) + " <extra_69999> " + prose(6)
+    write_jsonl(tmp_path / "docs.jsonl", [text])
+    manifest = prepare(
+        [str(tmp_path / "docs.jsonl")], tmp_path / "out", tokenizer=tmp_path / "big.json", val_fraction=0
+    )
+    assert manifest["dtype"] == "int32" and manifest["vocab_size"] > 65_536
+    tokens = split_tokens(tmp_path / "out", "train", "docs").tolist()
+    assert tokens == big.encode(text, add_special_tokens=False).ids + [manifest["eos_id"]]
+    assert max(tokens) > 65_535
+
+
+@pytest.mark.slow
+def test_prepare_memory_does_not_grow_with_corpus_size(tmp_path: Path):
+    """Peak memory of prepare on a 4x larger corpus stays about the same: documents and tokens stream."""
+
+    def peak_rss_mb(documents: int) -> float:
+        corpus = write_jsonl(
+            tmp_path / f"c{documents}" / "docs.jsonl", [prose(s, words=1500) for s in range(documents)]
+        )
+        code = (
+            "import resource; from lit_pretrain.data.prepare import prepare; "
+            f"prepare([{str(corpus)!r}], {str(tmp_path / f'out{documents}')!r}, vocab_size=1000); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        )
+        completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        return int(completed.stdout.strip().splitlines()[-1]) / 1024
+
+    small, large = peak_rss_mb(2_000), peak_rss_mb(8_000)  # ~18 MB and ~72 MB of text
+    assert large < small * 1.25 + 50, f"peak RSS grew from {small:.0f} MB to {large:.0f} MB"

@@ -51,8 +51,13 @@ def _id_fraction(document_id: str) -> float:
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
-    """The smallest unsigned integer type that holds every token id."""
-    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+    """uint16 when every id fits in it, else int32.
+
+    Not uint32: litdata cannot serialize torch.uint32 tensors, and int32 holds any real vocabulary.
+    """
+    if vocab_size > 2**31:
+        raise ValueError(f"a vocabulary of {vocab_size:,} tokens does not fit in int32 token ids")
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.int32)
 
 
 def _empty_source_stats() -> dict[str, Any]:
