@@ -291,6 +291,7 @@ class _Pipeline:
         self.writers: dict[tuple[str, str], TokenFileWriter] = {}
         # (hash fraction, source, start, length) of the training document a small corpus would hold out.
         self.lowest_train: tuple[float, str, int, int] | None = None
+        self.kept_chars = 0
 
     def held_out(self, document_id: str, source: str) -> bool:
         """Whether a kept document goes to validation."""
@@ -345,6 +346,7 @@ class _Pipeline:
             if document.is_code:
                 self.code_sources.add(name)
             source["documents_kept"] += 1
+            self.kept_chars += len(text)
             yield name, Document(document.id, name, document.origin, text, document.is_code)
         progress.close()
         for name, document_filter in self.filters.items():
@@ -374,6 +376,7 @@ class _Pipeline:
                 spools[name].write(document)
             for spool in spools.values():
                 spool.close()
+            started = time.perf_counter()
             train_texts = (
                 text
                 for name, spool in spools.items()
@@ -385,7 +388,8 @@ class _Pipeline:
             records = (
                 (name, doc_id, text) for name, spool in spools.items() for doc_id, text in spool.read()
             )
-            progress = Progress("tokenize", total=sum(s["documents_kept"] for s in self.stats.values()))
+            kept = sum(s["documents_kept"] for s in self.stats.values())
+            progress = Progress("tokenize", total=kept, total_bytes=self.kept_chars)
         else:
             bpe = load_tokenizer(options["tokenizer"])
             _log(f"loaded tokenizer {options['tokenizer']} with {bpe.get_vocab_size():,} tokens", started)

@@ -9,10 +9,14 @@ import time
 class Progress:
     """Prints `label: N docs, X MB (d docs/s, m MB/s)` at most every `interval` seconds, and at the end."""
 
-    def __init__(self, label: str, interval: float = 2.0, total: int | None = None) -> None:
+    def __init__(
+        self, label: str, interval: float = 2.0, total: int | None = None, total_bytes: int | None = None
+    ) -> None:
         self.label = label
         self.interval = interval
         self.total = total
+        # Documents vary in size by orders of magnitude: when the total size is known, ETA follows bytes.
+        self.total_bytes = total_bytes
         self.items = 0
         self.bytes = 0
         self._start = time.perf_counter()
@@ -39,9 +43,14 @@ class Progress:
             f"[prepare] {self.label}: {self.items:,} docs, {self.bytes / 1e6:,.1f} MB "
             f"({self.items / elapsed:,.0f} docs/s, {self.bytes / 1e6 / elapsed:,.2f} MB/s, {elapsed:,.0f}s)"
         )
-        if self.total:
-            remaining = (self.total - self.items) * elapsed / max(self.items, 1)
-            line += f", {100 * self.items / self.total:.0f}%, ETA {remaining:,.0f}s"
+        if self.total_bytes:
+            done = self.bytes / self.total_bytes
+        elif self.total:
+            done = self.items / self.total
+        else:
+            done = 0.0
+        if done > 0:
+            line += f", {100 * done:.0f}%, ETA {elapsed * (1 - done) / done:,.0f}s"
         if self._inline:
             print("\r" + line, end="\n" if final else "", flush=True)
         else:
