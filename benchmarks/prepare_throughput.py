@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import tempfile
 import time
 from datetime import date
@@ -96,7 +97,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", default="prepare_throughput.json")
     parser.add_argument("--max_documents", type=int, default=None, help="per source, for a quick run")
-    parser.add_argument("--repeats", type=int, default=2, help="best of N for each timing")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="rounds; MB/s are the best round, ratio the median"
+    )
     parser.add_argument("--seq_len", type=int, default=2048, help="DataLoader measurement: tokens per window")
     parser.add_argument(
         "--batch_size", type=int, default=32, help="DataLoader measurement: windows per batch"
@@ -114,12 +117,17 @@ def main() -> None:
     tokenizer = work / "warmup" / "tokenizer.json"
     texts = corpus_texts(inputs)
 
-    tokenizer_s = min(bare_tokenizer_seconds(texts, tokenizer) for _ in range(args.repeats))
-    pipeline_s = min(timed_prepare(inputs, work / "exact", tokenizer) for _ in range(args.repeats))
-    near_s = min(
-        timed_prepare(inputs, work / "near", tokenizer, dedup={"exact": True, "near": True})
-        for _ in range(args.repeats)
-    )
+    # Rounds interleave the three timings, so a slow spell of this shared machine hits all of them
+    # alike instead of one; each keeps its best round.
+    timings: dict[str, list[float]] = {"tokenizer": [], "pipeline": [], "near": []}
+    for _ in range(args.repeats):
+        timings["tokenizer"].append(bare_tokenizer_seconds(texts, tokenizer))
+        timings["pipeline"].append(timed_prepare(inputs, work / "exact", tokenizer))
+        timings["near"].append(
+            timed_prepare(inputs, work / "near", tokenizer, dedup={"exact": True, "near": True})
+        )
+    tokenizer_s, pipeline_s, near_s = (min(timings[k]) for k in ("tokenizer", "pipeline", "near"))
+    ratios = [t / p for t, p in zip(timings["tokenizer"], timings["pipeline"], strict=True)]
     loader = {
         w: loader_tokens_per_second(work / "exact", w, args.seq_len, args.batch_size, args.loader_batches)
         for w in (1, 2)
@@ -131,10 +139,14 @@ def main() -> None:
         "tokenizer_threads": os.environ.get("RAYON_NUM_THREADS", str(os.cpu_count())),
         "tokenizer_mb_s": megabytes / tokenizer_s,
         "pipeline_mb_s": megabytes / pipeline_s,
-        "ratio": tokenizer_s / pipeline_s,
+        # The median of paired rounds: each round's pipeline is compared with the tokenizer timed just
+        # before it, so a slow spell of the machine cancels out (best against best mixes rounds).
+        "ratio": statistics.median(ratios),
         "near_dedup_mb_s": megabytes / near_s,
         "loader_tokens_per_s_1_worker": loader[1],
         "loader_tokens_per_s_2_workers": loader[2],
+        # Per round, to show how much this machine's noise moves the ratio.
+        "ratio_per_round": ratios,
     }
     print(
         f"\ncorpus: {megabytes:.1f} MB of text (python-stdlib as a code tree + JSONL prose), {results['machine']}"
@@ -149,6 +161,7 @@ def main() -> None:
         ("loader_tokens_per_s_2_workers", "tokens/s"),
     ):
         print(f"{key:<42}{results[key]:>14,.2f} {unit}")
+    print("ratio in each round: " + ", ".join(f"{r:.2f}" for r in results["ratio_per_round"]))
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.output}")
     shutil.rmtree(work, ignore_errors=True)

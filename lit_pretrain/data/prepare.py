@@ -180,22 +180,41 @@ def _split_long_text(text: str) -> list[str]:
     return pieces
 
 
-def _encode_documents(
-    tokenizer, texts: list[str], eos_id: int, bos_id: int | None, dtype: np.dtype
-) -> list[np.ndarray]:
-    """Ids of each text, BOS first if given and EOS last; `encode_batch` runs on all cores."""
+def _encode_pieces(tokenizer, texts: list[str]) -> tuple[list[int], list[Any]]:
+    """Encodings of the texts' pieces and, for each piece, the index of its text; runs on all cores."""
     encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
     pieces, owners = [], []
     for index, text in enumerate(texts):
         for piece in _split_long_text(text) if len(text) > MAX_ENCODE_CHARS else [text]:
             pieces.append(piece)
             owners.append(index)
-    ids_per_text: list[list[int]] = [[] if bos_id is None else [bos_id] for _ in texts]
-    for owner, encoding in zip(owners, encode(pieces, add_special_tokens=False), strict=True):
+    return owners, encode(pieces, add_special_tokens=False)
+
+
+def _assemble_ids(
+    num_texts: int, owners: list[int], encodings: list[Any], eos_id: int, bos_id: int | None, dtype: np.dtype
+) -> list[np.ndarray]:
+    """Each text's ids from its pieces' encodings, BOS first if given and EOS last."""
+    ids_per_text: list[list[int]] = [[] for _ in range(num_texts)]
+    for owner, encoding in zip(owners, encodings, strict=True):
         ids_per_text[owner].extend(encoding.ids)
+    first = 0 if bos_id is None else 1
+    arrays = []
     for ids in ids_per_text:
-        ids.append(eos_id)
-    return [np.asarray(ids, dtype=dtype) for ids in ids_per_text]
+        array = np.empty(first + len(ids) + 1, dtype=dtype)
+        if bos_id is not None:
+            array[0] = bos_id
+        array[first:-1] = ids
+        array[-1] = eos_id
+        arrays.append(array)
+    return arrays
+
+
+def _encode_documents(
+    tokenizer, texts: list[str], eos_id: int, bos_id: int | None, dtype: np.dtype
+) -> list[np.ndarray]:
+    """Ids of each text, BOS first if given and EOS last."""
+    return _assemble_ids(len(texts), *_encode_pieces(tokenizer, texts), eos_id, bos_id, dtype)
 
 
 def _as_config(value, config_type):
@@ -400,11 +419,17 @@ class _Pipeline:
         dtype = token_dtype(bpe.get_vocab_size())
         bpe.save(str(self.out / TOKENIZER_NAME))
 
-        for batch in _prefetched_batches(records, ENCODE_BATCH_DOCUMENTS):
-            texts = [text for _, _, text in batch]
-            for (name, doc_id, text), ids in zip(
-                batch, _encode_documents(bpe, texts, eos_id, bos_id, dtype), strict=True
-            ):
+        # Three stages overlap: a thread reads, filters and deduplicates; a thread encodes (the Rust
+        # tokenizer releases the GIL); this thread turns encodings into arrays and writes them, work that
+        # fills the cores the tokenizer leaves idle at the tail of each batch.
+        batches = _in_background(_batched(records, ENCODE_BATCH_DOCUMENTS), "prepare-reader")
+        encoded = _in_background(
+            ((batch, _encode_pieces(bpe, [text for _, _, text in batch])) for batch in batches),
+            "prepare-encoder",
+        )
+        for batch, (owners, encodings) in encoded:
+            arrays = _assemble_ids(len(batch), owners, encodings, eos_id, bos_id, dtype)
+            for (name, doc_id, text), ids in zip(batch, arrays, strict=True):
                 self._write(name, doc_id, ids, dtype)
                 if progress is not None:
                     progress.update(1, len(text))
@@ -498,30 +523,35 @@ class _Pipeline:
         }
 
 
-def _prefetched_batches(records: Iterator[Any], batch_size: int) -> Iterator[list[Any]]:
-    """Batches of `records`, produced by a background thread so that producing overlaps consuming.
+def _batched(records: Iterator[Any], batch_size: int) -> Iterator[list[Any]]:
+    """Lists of `batch_size` records, the last one shorter."""
+    batch = []
+    for record in records:
+        batch.append(record)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
-    The consumer encodes with the Rust tokenizer, which releases the GIL, so Python work in the
-    producer (reading, filtering, deduplicating) proceeds meanwhile. Errors in the producer re-raise here.
+
+def _in_background(items: Iterator[Any], name: str, queue_size: int = 2) -> Iterator[Any]:
+    """The items of `items`, produced by a background thread so that producing overlaps consuming.
+
+    Errors in the producer re-raise here.
     """
-    queue: Queue = Queue(maxsize=4)
+    queue: Queue = Queue(maxsize=queue_size)
     finished = object()
 
     def produce() -> None:
         try:
-            batch = []
-            for record in records:
-                batch.append(record)
-                if len(batch) == batch_size:
-                    queue.put(batch)
-                    batch = []
-            if batch:
-                queue.put(batch)
+            for item in items:
+                queue.put(item)
             queue.put(finished)
         except BaseException as err:  # handed to the consumer, which raises it
             queue.put(err)
 
-    thread = Thread(target=produce, name="prepare-producer", daemon=True)
+    thread = Thread(target=produce, name=name, daemon=True)
     thread.start()
     while True:
         item = queue.get()

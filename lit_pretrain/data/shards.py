@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -38,56 +34,23 @@ class TokenFileWriter:
         self._file.close()
 
 
-class _TokenPieces:
-    """litdata `optimize` worker function: yields fixed-size pieces of a token file (picklable)."""
-
-    def __init__(self, path: str, dtype: str) -> None:
-        self.path = path
-        self.dtype = dtype
-
-    def __call__(self, start: int) -> Iterator[torch.Tensor]:
-        tokens = np.memmap(self.path, dtype=self.dtype, mode="r")
-        yield torch.from_numpy(np.array(tokens[start : start + PIECE_TOKENS]))
-
-
-@contextmanager
-def _tokenizer_threads_off() -> Iterator[None]:
-    """TOKENIZERS_PARALLELISM=false while a child is forked, then as before.
-
-    The forked writer only reads a memmap; the variable silences the tokenizer's fork warning there.
-    This process reads it again on every batch it encodes, so leaving it set would make all later
-    tokenization single-threaded.
-    """
-    previous = os.environ.get("TOKENIZERS_PARALLELISM")
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ["TOKENIZERS_PARALLELISM"]
-        else:
-            os.environ["TOKENIZERS_PARALLELISM"] = previous
-
-
 def write_shards(token_file: Path, dtype: np.dtype, output_dir: Path, chunk_tokens: int) -> None:
-    """Turn a raw token file into litdata chunks readable with `TokensLoader`, byte-identical across runs."""
-    from litdata import optimize
-    from litdata.streaming.item_loader import TokensLoader
+    """Turn a raw token file into litdata chunks readable with `TokensLoader`, byte-identical across runs.
 
-    num_tokens = token_file.stat().st_size // dtype.itemsize
-    with _tokenizer_threads_off():
-        optimize(
-            fn=_TokenPieces(str(token_file), dtype.name),
-            inputs=list(range(0, num_tokens, PIECE_TOKENS)),
-            output_dir=str(output_dir),
-            chunk_size=chunk_tokens,
-            item_loader=TokensLoader(),
-            # One writer keeps chunk order, and so the shards' bytes, identical across runs.
-            num_workers=1,
-            # fork: the worker needs nothing re-imported; spawn would re-run an unguarded caller script.
-            start_method="fork" if sys.platform == "linux" else None,
-            verbose=False,
-        )
+    litdata's own `BinaryWriter` runs in this process: `optimize` would fork a writer per split and
+    source, which cost more than the writing itself (0.8 s against 0.1 s for 9M tokens), and one writer
+    keeps chunk order, and so the bytes, the same on every run.
+    """
+    from litdata.streaming.item_loader import TokensLoader
+    from litdata.streaming.writer import BinaryWriter
+
+    writer = BinaryWriter(str(output_dir), chunk_size=chunk_tokens, item_loader=TokensLoader())
+    tokens = np.memmap(token_file, dtype=dtype, mode="r")
+    for index, start in enumerate(range(0, len(tokens), PIECE_TOKENS)):
+        writer.add_item(index, torch.from_numpy(np.array(tokens[start : start + PIECE_TOKENS])))
+    writer.done()
+    writer.merge(num_workers=1)
+    del tokens
     _make_index_reproducible(output_dir)
 
 
