@@ -26,6 +26,8 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[LitPretrain,
         raise ValueError(f"{path} is not a lit-pretrain checkpoint (no hyper_parameters/state_dict)")
     # LightningCLI adds private entries such as `_instantiator`; the constructor takes only the public ones.
     hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
+    # The weights come from this checkpoint, not from the one the run was initialised from.
+    hparams.pop("init_from", None)
     module = LitPretrain(**hparams)
     module.configure_model()
     module.load_state_dict(checkpoint["state_dict"])

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.plugins.precision import MixedPrecision
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import MeanMetric
 
 from lit_pretrain.data.manifest import check_fingerprints_match, fingerprint
 from lit_pretrain.model import GPT, ModelConfig, num_parameters, training_flops_per_token
+from lit_pretrain.resume import (
+    check_resume_fingerprint,
+    fingerprint_differences,
+    resume_fingerprint,
+    rng_states,
+    seed_step,
+    set_rng_states,
+)
 
 
 def warmup_cosine(step: int, warmup_steps: int, decay_steps: int, max_lr: float, min_lr: float) -> float:
@@ -38,7 +51,14 @@ class LitPretrain(L.LightningModule):
         weight_decay: float = 0.1,
         betas: tuple[float, float] = (0.9, 0.95),
         eps: float = 1e-8,
+        init_from: str | None = None,
+        max_consecutive_skipped_steps: int = 10,
     ) -> None:
+        """`init_from` starts from a checkpoint's weights only (fresh optimizer and schedule).
+
+        A step whose loss is NaN or infinite is skipped (parameters unchanged); more than
+        `max_consecutive_skipped_steps` such steps in a row stop the run.
+        """
         super().__init__()
         self.save_hyperparameters()
         self.config = ModelConfig.from_name(model_name, **(model_overrides or {}))
@@ -48,11 +68,40 @@ class LitPretrain(L.LightningModule):
         self.val_loss_by_source = torch.nn.ModuleDict()
         self.val_source_names: list[str] = []
         self.tokens_seen = 0
+        self.skipped_steps = 0
+        self._consecutive_skipped_steps = 0
+        # Whether every micro-batch of the current optimizer step had a finite loss (a tensor: no sync).
+        self._step_finite: torch.Tensor | None = None
 
     def configure_model(self) -> None:
         """Build the network here (not in __init__), so strategies can decide where and how it lives."""
         if self.model is None:
             self.model = GPT(self.config)
+            if self.hparams.init_from:
+                self._load_initial_weights(Path(self.hparams.init_from))
+
+    def _load_initial_weights(self, path: Path) -> None:
+        if not path.is_file():
+            raise FileNotFoundError(f"--model.init_from {path}: no such checkpoint file")
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        saved = checkpoint.get("hyper_parameters", {})
+        if "model_name" in saved:
+            saved_config = ModelConfig.from_name(saved["model_name"], **(saved.get("model_overrides") or {}))
+            differences = fingerprint_differences(vars(saved_config), vars(self.config))
+            differences.pop("name", None)
+            if differences:
+                lines = "\n".join(f"  {k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in differences.items())
+                raise ValueError(f"--model.init_from {path} holds a different model:\n{lines}")
+        weights = {
+            k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")
+        }
+        self.model.load_state_dict(weights, strict=True)
+        if self._trainer is None or self.trainer.is_global_zero:
+            print(
+                f"initialised the model from {path} (step {checkpoint.get('global_step', '?')}); "
+                "optimizer and schedule start fresh",
+                flush=True,
+            )
 
     def setup(self, stage: str) -> None:
         """Refuse data the model cannot read, before any step runs."""
@@ -90,15 +139,57 @@ class LitPretrain(L.LightningModule):
         logits = self.model(inputs)
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Seed the generators from the micro-batch's place in the run, so a resumed run draws the same."""
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        micro_batch = batch_idx % self.trainer.accumulate_grad_batches
+        seed_step(seed, self.trainer.global_step, micro_batch, self.global_rank)
+
     def training_step(self, batch: torch.Tensor | dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Next-token cross-entropy on one micro-batch."""
         loss = self._loss(batch)
+        finite = torch.isfinite(loss.detach())
+        self._step_finite = finite if self._step_finite is None else self._step_finite & finite
         tokens = batch["tokens"] if isinstance(batch, dict) else batch
         self.tokens_seen += (tokens.size(1) - 1) * tokens.size(0) * self.trainer.world_size
         self.log("train/loss", loss, prog_bar=True)
         # The rate used by this step (a Python float: logging it costs no device sync).
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Skip the step when a micro-batch's loss was NaN or infinite: no gradient reaches the weights."""
+        finite, self._step_finite = self._step_finite, None
+        if finite is None:
+            return
+        bad = (~finite).float()
+        if self.trainer.world_size > 1:  # every rank must skip together
+            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
+        if not bool(bad > 0):  # one host sync per optimizer step
+            self._consecutive_skipped_steps = 0
+            return
+        self.skipped_steps += 1
+        self._consecutive_skipped_steps += 1
+        precision = self.trainer.precision_plugin
+        if not (isinstance(precision, MixedPrecision) and precision.scaler is not None):
+            # AdamW leaves a parameter without a gradient untouched (no moment update, no weight decay).
+            # With a GradScaler the non-finite gradients already make it skip the step.
+            for group in optimizer.param_groups:
+                for parameter in group["params"]:
+                    parameter.grad = None
+        self.log("train/skipped_steps", float(self.skipped_steps))
+        rank_zero_warn(
+            f"step {self.trainer.global_step}: the loss is not finite; skipped this optimizer step "
+            f"({self._consecutive_skipped_steps} in a row, {self.skipped_steps} in all)"
+        )
+        if self._consecutive_skipped_steps > self.hparams.max_consecutive_skipped_steps:
+            raise RuntimeError(
+                f"the loss was NaN or infinite for {self._consecutive_skipped_steps} optimizer steps in a row "
+                f"(up to step {self.trainer.global_step}; --model.max_consecutive_skipped_steps is "
+                f"{self.hparams.max_consecutive_skipped_steps}): training has diverged. Lower "
+                "--model.learning_rate, add --trainer.gradient_clip_val, or check the data; resume from "
+                "the last checkpoint with --ckpt_path last"
+            )
 
     def validation_step(
         self, batch: torch.Tensor | dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
@@ -152,17 +243,34 @@ class LitPretrain(L.LightningModule):
         return int(self.trainer.estimated_stepping_batches)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store tokens seen and the tokenizer, so a checkpoint alone is enough to generate text."""
+        """Store counters, RNG states and what a resume must match; the tokenizer, for generation."""
         checkpoint["tokens_seen"] = self.tokens_seen
+        checkpoint["skipped_steps"] = self.skipped_steps
+        checkpoint["rng_states"] = rng_states()
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if self._trainer is not None:
+            checkpoint["resume_fingerprint"] = resume_fingerprint(
+                self.config, datamodule, self.trainer.world_size, self.trainer.accumulate_grad_batches
+            )
         if datamodule is not None and hasattr(datamodule, "tokenizer_json"):
             checkpoint["tokenizer_json"] = datamodule.tokenizer_json()
             checkpoint["data_manifest"] = datamodule.manifest
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the token counter; refuse data whose tokens mean something else than the checkpoint's."""
+        """Restore counters and RNG states; refuse to resume a run that differs from the checkpoint's."""
         self.tokens_seen = int(checkpoint.get("tokens_seen", 0))
+        self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        resuming = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        if resuming and "resume_fingerprint" in checkpoint:
+            current = resume_fingerprint(
+                self.config, datamodule, self.trainer.world_size, self.trainer.accumulate_grad_batches
+            )
+            elastic = bool(getattr(datamodule, "elastic_resume", False))
+            for change in check_resume_fingerprint(checkpoint["resume_fingerprint"], current, elastic):
+                rank_zero_warn(f"resuming elastically although {change}: the data order differs from before")
+        if resuming and "rng_states" in checkpoint:
+            set_rng_states(checkpoint["rng_states"])
         if "data_manifest" in checkpoint and hasattr(datamodule, "manifest"):
             check_fingerprints_match(
                 fingerprint(checkpoint["data_manifest"]),

@@ -5,26 +5,31 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lit_pretrain.callbacks import TokenThroughput
+from lit_pretrain.checkpointing import RetainingCheckpoint, find_last_checkpoint
 from lit_pretrain.data.datamodule import PretrainDataModule
 from lit_pretrain.module import LitPretrain
+from lit_pretrain.preemption import Preemption
 
 
 class PretrainCLI(LightningCLI):
-    """LightningCLI with the checkpoint callback exposed as `--checkpoint.*` and run-directory defaults."""
+    """LightningCLI with checkpointing (`--checkpoint.*`), preemption (`--preemption.*`), run-directory
+    defaults and `--ckpt_path last` meaning the newest complete checkpoint, or a fresh start without one."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Add `--checkpoint.*` (a ModelCheckpoint that always keeps last.ckpt)."""
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        """Add `--checkpoint.*` (atomic, retained checkpoints; last.ckpt links the newest) and `--preemption.*`."""
+        parser.add_lightning_class_args(RetainingCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(Preemption, "preemption")
         parser.set_defaults(
             {
-                "checkpoint.save_last": True,
+                "checkpoint.save_last": "link",
                 "checkpoint.filename": "step-{step:07d}",
                 "checkpoint.auto_insert_metric_name": False,
                 "checkpoint.save_top_k": -1,
+                # A resumed run keeps writing last.ckpt, not last-v1.ckpt.
+                "checkpoint.enable_version_counter": False,
             }
         )
 
@@ -39,6 +44,19 @@ class PretrainCLI(LightningCLI):
                 "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                 "init_args": {"save_dir": str(root), "name": "tensorboard"},
             }
+
+    def before_fit(self) -> None:
+        """Resolve `--ckpt_path last` to the newest complete checkpoint, or start fresh with a message."""
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") != "last":
+            return
+        directory = Path(config["checkpoint"].dirpath)
+        found = find_last_checkpoint(directory)
+        if found is None:
+            print(f"[resume] no complete checkpoint in {directory}: starting a fresh run", flush=True)
+        else:
+            print(f"[resume] resuming from {found}", flush=True)
+        config["ckpt_path"] = None if found is None else str(found)
 
     def after_fit(self) -> None:
         """Say where everything went and how it ended."""
@@ -65,7 +83,10 @@ def run_lightning_cli(args: list[str] | None = None) -> PretrainCLI:
     return PretrainCLI(
         LitPretrain,
         PretrainDataModule,
-        trainer_defaults={"callbacks": [TokenThroughput()]},
+        trainer_defaults={
+            "callbacks": [TokenThroughput()],
+            "plugins": [{"class_path": "lit_pretrain.checkpointing.AtomicCheckpointIO"}],
+        },
         save_config_kwargs={"overwrite": True},
         args=args,
         parser_kwargs={"default_env": False},

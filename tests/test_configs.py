@@ -65,7 +65,9 @@ def test_standard_overrides_work(capsys):
         capsys,
     )
     assert printed["trainer"]["max_steps"] == 7
-    assert printed["checkpoint"]["every_n_train_steps"] == 3 and printed["checkpoint"]["save_last"] is True
+    checkpoint = printed["checkpoint"]
+    assert checkpoint["every_n_train_steps"] == 3 and checkpoint["save_last"] == "link"
+    assert checkpoint["keep_last"] == 3 and printed["preemption"]["requeue"] is False
 
 
 def test_cli_help_and_unknown_command(capsys):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from litdata import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset
 from litdata.streaming.item_loader import TokensLoader
 
@@ -38,6 +41,54 @@ class TagWithSource:
         return {"tokens": tokens, "source": self.index}
 
 
+class ConsumedStateLoader(StreamingDataLoader):
+    """A `StreamingDataLoader` whose `state_dict` counts the batches training consumed, not those fetched.
+
+    Lightning fetches one batch ahead of the training step. litdata counts that batch as drawn, so a
+    checkpoint saved after step k would resume at batch k + 2 and skip one. This loader remembers its
+    state after each batch it hands out; `mark_consumed` (called as each batch reaches the training
+    step) moves the saved state forward by one batch.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending_states: deque[dict[str, Any]] = deque()
+        self._consumed_state: dict[str, Any] | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        """Batches, as litdata yields them, remembering the state after each."""
+        self._pending_states.clear()
+        self._consumed_state = None
+        for batch in super().__iter__():
+            self._pending_states.append(super().state_dict())
+            yield batch
+
+    def mark_consumed(self) -> None:
+        """The oldest batch handed out has reached the training step."""
+        if self._pending_states:
+            self._consumed_state = self._pending_states.popleft()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state after the last consumed batch (the live state when none is fetched ahead)."""
+        if self._pending_states and self._consumed_state is not None:
+            return self._consumed_state
+        return super().state_dict()
+
+    def load_state_dict(self, obj: dict[str, Any]) -> None:
+        """Restore a saved position (forgetting any remembered states)."""
+        if isinstance(self.dataset, CombinedStreamingDataset) and self.num_workers >= 2:
+            # litdata saves how many samples each source gave in total, not per worker, and replays them
+            # round-robin over the workers; with per-sample weighted draws the workers' shares differ.
+            rank_zero_warn(
+                f"resuming a mixture of sources with num_workers={self.num_workers}: litdata restores each "
+                "source's position but not each worker's, so the data order after the resume differs from "
+                "an uninterrupted run (it is exact with 0 or 1 worker, or with one source)"
+            )
+        self._pending_states.clear()
+        self._consumed_state = None
+        super().load_state_dict(obj)
+
+
 class PretrainDataModule(L.LightningDataModule):
     """Windows of `seq_len + 1` tokens (inputs and shifted targets) from one or more `prepare` outputs.
 
@@ -54,7 +105,11 @@ class PretrainDataModule(L.LightningDataModule):
         val_batch_size: int | None = None,
         num_workers: int = 0,
         seed: int = 42,
+        elastic_resume: bool = False,
     ) -> None:
+        """`elastic_resume` lets a checkpoint resume with another world size or worker count (see
+        docs/checkpoints.md): litdata spreads the rest of the epoch over the new workers without repeats.
+        """
         super().__init__()
         if seq_len < 1 or micro_batch_size < 1:
             raise ValueError(
@@ -69,7 +124,9 @@ class PretrainDataModule(L.LightningDataModule):
         self.val_batch_size = val_batch_size or micro_batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.elastic_resume = elastic_resume
         self._manifests: list[dict[str, Any]] | None = None
+        self._train_loader: ConsumedStateLoader | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -190,9 +247,16 @@ class PretrainDataModule(L.LightningDataModule):
                 # Draw by weight until one source runs out, then start the next epoch.
                 iterate_over_all=False,
             )
-        return StreamingDataLoader(
+        self._train_loader = ConsumedStateLoader(
             dataset, batch_size=self.micro_batch_size, num_workers=self.num_workers, drop_last=True
         )
+        return self._train_loader
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """A training batch is about to be used: advance the position that checkpoints save."""
+        if self.trainer is not None and self.trainer.training and self._train_loader is not None:
+            self._train_loader.mark_consumed()
+        return batch
 
     def val_dataloader(self) -> list[StreamingDataLoader]:
         """One loader per source with validation data, in a fixed order."""

@@ -31,6 +31,7 @@ class ModelConfig:
     bias: bool = False
     tie_embeddings: bool = True
     init_std: float = 0.02
+    dropout: float = 0.0  # on each block's two residual branches while training; pre-training uses 0
 
     def __post_init__(self) -> None:
         for field_name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -41,6 +42,8 @@ class ModelConfig:
         _check_choice("mlp", self.mlp, _MLPS)
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
         if self.n_kv_head <= 0 or self.n_head % self.n_kv_head != 0:

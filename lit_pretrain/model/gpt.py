@@ -125,6 +125,7 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config)
         self.norm_2 = make_norm(config)
         self.mlp = GeluMLP(config) if config.mlp == "gelu" else SwiGLUMLP(config)
+        self.dropout = nn.Dropout(config.dropout)
 
     def forward(
         self,
@@ -134,8 +135,8 @@ class Block(nn.Module):
         input_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Apply the block to x [B, T, C]; cos/sin are the RoPE tables at x's positions."""
-        x = x + self.attn(self.norm_1(x), cos, sin, input_pos)
-        return x + self.mlp(self.norm_2(x))
+        x = x + self.dropout(self.attn(self.norm_1(x), cos, sin, input_pos))
+        return x + self.dropout(self.mlp(self.norm_2(x)))
 
 
 class CausalSelfAttention(nn.Module):

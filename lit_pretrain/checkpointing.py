@@ -1,0 +1,202 @@
+"""Checkpoints that a crash cannot corrupt: atomic writes, retention, and finding the newest complete one.
+
+A checkpoint is written under a temporary name in its final directory, flushed to disk, then renamed
+(`os.replace` is atomic on POSIX). A process killed mid-save therefore leaves only a temporary file,
+which the next run deletes; every file with a final name is complete.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+TEMPORARY_MARK = ".tmp-"
+STEP_PATTERN = re.compile(r"step-(\d+)\.ckpt$")
+# Fault injection for tests: seconds to pause halfway through writing a checkpoint, so a test can kill
+# the process at exactly that point. Unset in normal use.
+PAUSE_MID_SAVE_ENV = "LIT_PRETRAIN_TEST_PAUSE_MID_SAVE"
+
+
+def temporary_path(path: Path) -> Path:
+    """Where `path` is written before it is renamed into place (same directory, so rename is atomic)."""
+    return path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class _PausingFile:
+    """A file wrapper that sleeps once after half of `expected_bytes` were written (fault injection)."""
+
+    def __init__(self, file, pause_seconds: float, expected_bytes: int) -> None:
+        self._file = file
+        self._pause_seconds = pause_seconds
+        self._pause_after = expected_bytes // 2
+        self._written = 0
+
+    def write(self, data) -> int:
+        """Write, pausing once at the halfway mark."""
+        written = self._file.write(data)
+        before, self._written = self._written, self._written + written
+        if before < self._pause_after <= self._written:
+            import time
+
+            self._file.flush()
+            time.sleep(self._pause_seconds)
+        return written
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """`torch.save` to a temporary file beside `path`, fsync, then rename it to `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_path(path)
+    try:
+        with open(temporary, "wb") as file:
+            pause = os.environ.get(PAUSE_MID_SAVE_ENV)
+            if pause:
+                size = len(_serialized(obj))
+                torch.save(obj, _PausingFile(file, float(pause), size))
+            else:
+                torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+        _fsync_directory(path.parent)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _serialized(obj: Any) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def remove_leftovers(directory: Path) -> list[Path]:
+    """Delete temporary files that killed saves left in `directory`; returns what was removed."""
+    if not directory.is_dir():
+        return []
+    removed = [p for p in directory.iterdir() if TEMPORARY_MARK in p.name and p.name.startswith(".")]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The global step in a `step-NNNNNNN.ckpt` name, else None."""
+    match = STEP_PATTERN.search(path.name)
+    return int(match.group(1)) if match else None
+
+
+def find_last_checkpoint(directory: Path) -> Path | None:
+    """The complete checkpoint with the highest step in `directory` (temporary files never count)."""
+    if not directory.is_dir():
+        return None
+    candidates = [
+        p for p in directory.iterdir() if checkpoint_step(p) is not None and not p.name.startswith(".")
+    ]
+    return max(candidates, key=checkpoint_step, default=None)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint I/O with atomic local writes (see the module docstring)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any = None) -> None:
+        """Write `checkpoint` to `path` atomically."""
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+        atomic_torch_save(checkpoint, Path(path))
+
+
+class RetainingCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` that keeps the newest `keep_last` step checkpoints plus every `keep_every`-th step.
+
+    Checkpoints are named `step-NNNNNNN.ckpt`; `last.ckpt` is a symbolic link to the newest one, swapped
+    atomically. Files with other names in the directory are never deleted.
+    """
+
+    def __init__(self, *args: Any, keep_last: int = 3, keep_every: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if keep_last < 2:
+            raise ValueError(
+                f"checkpoint.keep_last must be at least 2 (got {keep_last}): with one, a crash during the "
+                "next save could leave no complete checkpoint to resume from"
+            )
+        if keep_every is not None and keep_every < 1:
+            raise ValueError(f"checkpoint.keep_every must be a positive number of steps, got {keep_every}")
+        self.keep_last = keep_last
+        self.keep_every = keep_every
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        """Also delete what killed saves left behind."""
+        super().setup(trainer, pl_module, stage)
+        if trainer.is_global_zero and self.dirpath is not None:
+            for path in remove_leftovers(Path(self.dirpath)):
+                print(f"[checkpoint] removed {path.name}, left by a save that did not finish", flush=True)
+
+    def _save_last_checkpoint(self, trainer, monitor_candidates: dict[str, Any]) -> None:
+        # Lightning may save "last" at an epoch's end; make that step a step checkpoint too, so `last`
+        # always links a step checkpoint and `--ckpt_path last` finds it.
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_topk_checkpoint(trainer, monitor_candidates)
+        super()._save_last_checkpoint(trainer, monitor_candidates)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        """Save the final step when the run stops between two regular saves."""
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        if trainer.is_global_zero and checkpoint_step(Path(filepath)) is not None:
+            self._prune(Path(filepath).parent)
+
+    def _prune(self, directory: Path) -> None:
+        steps = sorted(
+            (checkpoint_step(p), p)
+            for p in directory.iterdir()
+            if checkpoint_step(p) is not None and not p.name.startswith(".")
+        )
+        newest = {step for step, _ in steps[-self.keep_last :]}
+        for step, path in steps:
+            if step in newest or (self.keep_every and step % self.keep_every == 0):
+                continue
+            self._remove_checkpoint_path(path)
+
+    @staticmethod
+    def _remove_checkpoint_path(path: Path) -> None:
+        if path.is_dir():
+            import shutil
+
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _link_checkpoint(trainer, filepath: str, linkpath: str) -> None:
+        """Point `linkpath` at `filepath` by renaming a new link over the old one (never a missing link)."""
+        if trainer.is_global_zero and os.path.abspath(filepath) != os.path.abspath(linkpath):
+            link = Path(linkpath)
+            temporary = temporary_path(link)
+            temporary.unlink(missing_ok=True)
+            os.symlink(os.path.relpath(filepath, link.parent), temporary)
+            os.replace(temporary, link)
+        trainer.strategy.barrier()
