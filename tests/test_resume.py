@@ -109,12 +109,12 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(corpus: Path, straight_run
 @pytest.mark.parametrize(
     "data",
     [
-        # litdata resumes one source exactly with several workers ...
         ("--data.num_workers", "2", "--data.weights", '{"alpha": 1, "beta": 0}'),
-        # ... and a weighted mixture exactly with one worker (see docs/checkpoints.md for more workers).
         ("--data.num_workers", "1"),
+        # Each worker draws its sources at random: WorkerExactStreamingDataset resumes each one exactly.
+        ("--data.num_workers", "2"),
     ],
-    ids=["one-source-2-workers", "mixture-1-worker"],
+    ids=["one-source-2-workers", "mixture-1-worker", "mixture-2-workers"],
 )
 def test_resume_across_an_epoch_boundary_with_accumulation(
     corpus: Path, tmp_path: Path, data: tuple[str, ...]

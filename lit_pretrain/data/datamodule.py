@@ -10,7 +10,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from litdata import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset
 from litdata.streaming.item_loader import TokensLoader
 
@@ -39,6 +38,31 @@ class TagWithSource:
 
     def __call__(self, tokens: torch.Tensor) -> dict[str, Any]:
         return {"tokens": tokens, "source": self.index}
+
+
+class WorkerExactStreamingDataset(StreamingDataset):
+    """A `StreamingDataset` that resumes each data worker at the number of samples it really gave.
+
+    litdata saves one count per source and, on resume, assumes the workers took turns batch by batch.
+    In a weighted mixture each worker draws its sources at random, so the workers' shares differ; the
+    loader sets `samples_per_worker` from the per-worker counts it saved, and the resume uses them.
+    """
+
+    samples_per_worker: dict[int, int] | None = None
+
+    def _resume(self, workers_chunks: list[list[int]], workers_intervals: list[Any]) -> None:
+        if not self.samples_per_worker:
+            super()._resume(workers_chunks, workers_intervals)
+            return
+        import litdata.streaming.dataset as litdata_dataset
+
+        # litdata estimates each worker's count in this one function; answer with the real counts.
+        estimate = litdata_dataset._replay_sampling
+        litdata_dataset._replay_sampling = lambda *_: dict(self.samples_per_worker)
+        try:
+            super()._resume(workers_chunks, workers_intervals)
+        finally:
+            litdata_dataset._replay_sampling = estimate
 
 
 class ConsumedStateLoader(StreamingDataLoader):
@@ -76,17 +100,14 @@ class ConsumedStateLoader(StreamingDataLoader):
 
     def load_state_dict(self, obj: dict[str, Any]) -> None:
         """Restore a saved position (forgetting any remembered states)."""
-        if isinstance(self.dataset, CombinedStreamingDataset) and self.num_workers >= 2:
-            # litdata saves how many samples each source gave in total, not per worker, and replays them
-            # round-robin over the workers; with per-sample weighted draws the workers' shares differ.
-            rank_zero_warn(
-                f"resuming a mixture of sources with num_workers={self.num_workers}: litdata restores each "
-                "source's position but not each worker's, so the data order after the resume differs from "
-                "an uninterrupted run (it is exact with 0 or 1 worker, or with one source)"
-            )
         self._pending_states.clear()
         self._consumed_state = None
         super().load_state_dict(obj)
+        if isinstance(self.dataset, CombinedStreamingDataset):
+            per_worker = obj.get("num_samples_yielded", {})
+            for index, dataset in enumerate(self.dataset._datasets):
+                if isinstance(dataset, WorkerExactStreamingDataset):
+                    dataset.samples_per_worker = {int(w): counts[index] for w, counts in per_worker.items()}
 
 
 class PretrainDataModule(L.LightningDataModule):
@@ -224,7 +245,7 @@ class PretrainDataModule(L.LightningDataModule):
             )
 
     def _dataset(self, source: SourceShards, index: int, split: str, shuffle: bool) -> StreamingDataset:
-        return StreamingDataset(
+        return WorkerExactStreamingDataset(
             input_dir=str(source.split_dir(split).resolve()),
             item_loader=TokensLoader(block_size=self.seq_len + 1),
             shuffle=shuffle,
