@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.strategies import ModelParallelStrategy
 
 TEMPORARY_MARK = ".tmp-"
 STEP_PATTERN = re.compile(r"step-(\d+)\.ckpt$")
@@ -96,7 +98,10 @@ def remove_leftovers(directory: Path) -> list[Path]:
         return []
     removed = [p for p in directory.iterdir() if TEMPORARY_MARK in p.name and p.name.startswith(".")]
     for path in removed:
-        path.unlink(missing_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
     return removed
 
 
@@ -114,6 +119,43 @@ def find_last_checkpoint(directory: Path) -> Path | None:
         p for p in directory.iterdir() if checkpoint_step(p) is not None and not p.name.startswith(".")
     ]
     return max(candidates, key=checkpoint_step, default=None)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint as one dict on the CPU: a file, or a sharded (FSDP2) directory gathered in full.
+
+    Only for checkpoints you trust: they hold pickled training state.
+    """
+    if path.is_dir():
+        from lightning.fabric.utilities.load import _load_distributed_checkpoint
+
+        # Needs the whole model in CPU memory, but no process group: a checkpoint written by N
+        # processes reads back in one.
+        return _load_distributed_checkpoint(path)
+    return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+
+
+class AtomicModelParallelStrategy(ModelParallelStrategy):
+    """Lightning's `ModelParallelStrategy` (FSDP2) with atomic sharded checkpoints.
+
+    Every rank writes its shard into a temporary directory; once all are done, rank 0 renames it to the
+    final name. A crash mid-save leaves only the temporary directory, which the next run deletes.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], filepath: _PATH, storage_options: Any = None
+    ) -> None:
+        """Save into a temporary directory, then rename it into place."""
+        path = Path(self.broadcast(str(filepath)))
+        temporary = Path(self.broadcast(str(temporary_path(path))))
+        super().save_checkpoint(checkpoint, temporary, storage_options)
+        self.barrier("checkpoint-written")
+        if self.global_rank == 0:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            os.replace(temporary, path)
+            _fsync_directory(path.parent)
+        self.barrier("checkpoint-renamed")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -184,8 +226,6 @@ class RetainingCheckpoint(ModelCheckpoint):
     @staticmethod
     def _remove_checkpoint_path(path: Path) -> None:
         if path.is_dir():
-            import shutil
-
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)

@@ -8,6 +8,7 @@ import torch
 from jsonargparse import ArgumentParser
 from tokenizers import Tokenizer
 
+from lit_pretrain.checkpointing import read_checkpoint
 from lit_pretrain.data.tokenizer import find_eos_id, load_tokenizer
 from lit_pretrain.generation import generate
 from lit_pretrain.module import LitPretrain
@@ -16,12 +17,12 @@ from lit_pretrain.module import LitPretrain
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[LitPretrain, dict]:
     """The module (in eval mode) and the raw checkpoint dict of a `lit-pretrain fit` checkpoint."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(
             f"no checkpoint at {path}: train first (`make pretrain`) or pass --checkpoint"
         )
     # weights_only=False: Lightning checkpoints hold hyperparameters and loop state. Load only files you trust.
-    checkpoint = torch.load(path, map_location=device, weights_only=False)
+    checkpoint = read_checkpoint(path)
     if "hyper_parameters" not in checkpoint or "state_dict" not in checkpoint:
         raise ValueError(f"{path} is not a lit-pretrain checkpoint (no hyper_parameters/state_dict)")
     # LightningCLI adds private entries such as `_instantiator`; the constructor takes only the public ones.

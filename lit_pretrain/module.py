@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import MeanMetric
 
+from lit_pretrain.checkpointing import read_checkpoint
 from lit_pretrain.data.manifest import check_fingerprints_match, fingerprint
 from lit_pretrain.model import GPT, ModelConfig, num_parameters, training_flops_per_token
+from lit_pretrain.parallelize import ParallelConfig, parallelize
 from lit_pretrain.resume import (
     check_resume_fingerprint,
     fingerprint_differences,
@@ -53,14 +56,21 @@ class LitPretrain(L.LightningModule):
         eps: float = 1e-8,
         init_from: str | None = None,
         max_consecutive_skipped_steps: int = 10,
+        parallel: ParallelConfig | dict | None = None,
     ) -> None:
         """`init_from` starts from a checkpoint's weights only (fresh optimizer and schedule).
 
         A step whose loss is NaN or infinite is skipped (parameters unchanged); more than
-        `max_consecutive_skipped_steps` such steps in a row stop the run.
+        `max_consecutive_skipped_steps` such steps in a row stop the run. `parallel` says how blocks are
+        sharded (under ModelParallelStrategy), recomputed and compiled (see parallelize.py).
         """
         super().__init__()
         self.save_hyperparameters()
+        # Stored as a plain dict: checkpoints must load with torch.load(weights_only=True).
+        self.parallel_config = (
+            parallel if isinstance(parallel, ParallelConfig) else ParallelConfig(**(parallel or {}))
+        )
+        self.hparams["parallel"] = asdict(self.parallel_config)
         self.config = ModelConfig.from_name(model_name, **(model_overrides or {}))
         self.model: GPT | None = None
         self.val_loss = MeanMetric()
@@ -75,15 +85,23 @@ class LitPretrain(L.LightningModule):
 
     def configure_model(self) -> None:
         """Build the network here (not in __init__), so strategies can decide where and how it lives."""
-        if self.model is None:
-            self.model = GPT(self.config)
-            if self.hparams.init_from:
-                self._load_initial_weights(Path(self.hparams.init_from))
+        if self.model is not None:
+            return
+        # Seeded here, in a forked RNG: the initial weights then depend only on the seed, not on the
+        # number of processes or on what drew random numbers before (GPT builds on the meta device and
+        # initialises once, in full on every rank, before FSDP2 keeps each rank's shard).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)))
+            model = GPT(self.config)
+        if self.hparams.init_from:
+            self.model = model
+            self._load_initial_weights(Path(self.hparams.init_from))
+        self.model = parallelize(model, self.parallel_config, self.device_mesh)
 
     def _load_initial_weights(self, path: Path) -> None:
-        if not path.is_file():
-            raise FileNotFoundError(f"--model.init_from {path}: no such checkpoint file")
-        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        if not path.exists():
+            raise FileNotFoundError(f"--model.init_from {path}: no such checkpoint")
+        checkpoint = read_checkpoint(path)
         saved = checkpoint.get("hyper_parameters", {})
         if "model_name" in saved:
             saved_config = ModelConfig.from_name(saved["model_name"], **(saved.get("model_overrides") or {}))

@@ -52,10 +52,11 @@ class PretrainCLI(LightningCLI):
             return
         directory = Path(config["checkpoint"].dirpath)
         found = find_last_checkpoint(directory)
-        if found is None:
-            print(f"[resume] no complete checkpoint in {directory}: starting a fresh run", flush=True)
-        else:
-            print(f"[resume] resuming from {found}", flush=True)
+        if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0":  # the processes DDP started too
+            if found is None:
+                print(f"[resume] no complete checkpoint in {directory}: starting a fresh run", flush=True)
+            else:
+                print(f"[resume] resuming from {found}", flush=True)
         config["ckpt_path"] = None if found is None else str(found)
 
     def after_fit(self) -> None:

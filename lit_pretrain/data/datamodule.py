@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from litdata import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset
 from litdata.streaming.item_loader import TokensLoader
+from torch.utils.data import DataLoader, Dataset
 
 from lit_pretrain.data.manifest import TOKENIZER_NAME, check_fingerprints_match, fingerprint, read_manifest
 
@@ -63,6 +64,19 @@ class WorkerExactStreamingDataset(StreamingDataset):
             super()._resume(workers_chunks, workers_intervals)
         finally:
             litdata_dataset._replay_sampling = estimate
+
+
+class WindowsByIndex(Dataset):
+    """A `StreamingDataset` read by index, as a map-style dataset (for samplers that split by index)."""
+
+    def __init__(self, dataset: StreamingDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[index]
 
 
 class ConsumedStateLoader(StreamingDataLoader):
@@ -279,11 +293,16 @@ class PretrainDataModule(L.LightningDataModule):
             self._train_loader.mark_consumed()
         return batch
 
-    def val_dataloader(self) -> list[StreamingDataLoader]:
-        """One loader per source with validation data, in a fixed order."""
+    def val_dataloader(self) -> list[DataLoader]:
+        """One loader per source with validation data, in a fixed order.
+
+        Windows are read by index, so Lightning's DistributedSampler gives every rank a share. (litdata
+        hands out whole chunks per rank, and a validation set is often a single chunk: the other ranks
+        would get nothing.) With several ranks the sampler repeats a few windows to even out the shares.
+        """
         return [
-            StreamingDataLoader(
-                self._dataset(s, i, "val", shuffle=False),
+            DataLoader(
+                WindowsByIndex(self._dataset(s, i, "val", shuffle=False)),
                 batch_size=self.val_batch_size,
                 num_workers=self.num_workers,
             )

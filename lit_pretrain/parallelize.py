@@ -1,0 +1,83 @@
+"""Apply sharding, activation checkpointing and compilation to a `GPT` from outside (as torchtitan does).
+
+`model/` stays plain PyTorch. `LitPretrain.configure_model` builds the model and calls `parallelize` with
+the strategy's device mesh (FSDP2 through Lightning's `ModelParallelStrategy`) or none (single device,
+DDP). The order is fixed: activation checkpointing, compile, then FSDP2, so that each block is sharded
+as one unit around whatever wraps it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lit_pretrain.model.gpt import GPT
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class ParallelConfig:
+    """How to wrap the model's blocks; every field is off or neutral by default."""
+
+    activation_checkpointing_every: int = 0  # 0: off; k: recompute every k-th block in the backward
+    compile: bool = False  # torch.compile each block (fullgraph), not the whole model
+    fsdp_reshard_after_forward: bool = True  # ZeRO-3 (True) or ZeRO-2-like (False) per block
+    fsdp_param_dtype: str | None = None  # e.g. "bfloat16": FSDP2 mixed precision for compute
+    fsdp_reduce_dtype: str = "float32"  # gradients are reduced in this dtype
+
+    def __post_init__(self) -> None:
+        if self.activation_checkpointing_every < 0:
+            raise ValueError(
+                f"activation_checkpointing_every must be 0 (off) or positive, got {self.activation_checkpointing_every}"
+            )
+        for name in ("fsdp_param_dtype", "fsdp_reduce_dtype"):
+            value = getattr(self, name)
+            if value is not None and value not in _DTYPES:
+                raise ValueError(f"{name} must be one of {sorted(_DTYPES)}, got {value!r}")
+
+
+def parallelize(model: GPT, config: ParallelConfig, device_mesh=None) -> GPT:
+    """Wrap `model` in place for the mesh (None: no sharding) and return it."""
+    names = device_mesh.mesh_dim_names if device_mesh is not None else ()
+    if "tensor_parallel" in names and device_mesh["tensor_parallel"].size() > 1:
+        # The attention's fused qkv projection cannot be split column-wise as it is.
+        raise NotImplementedError("tensor parallelism is not implemented yet: use tensor_parallel_size 1")
+    if config.activation_checkpointing_every:
+        apply_activation_checkpointing(model, config.activation_checkpointing_every)
+    if config.compile:
+        for block in model.blocks:
+            block.compile(fullgraph=True)  # in place: parameter names and checkpoints stay the same
+    if "data_parallel" in names:
+        apply_fsdp(model, device_mesh["data_parallel"], config)
+    return model
+
+
+def apply_activation_checkpointing(model: GPT, every: int) -> None:
+    """Recompute the activations of every `every`-th block in the backward pass instead of storing them."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    for index, block in enumerate(model.blocks):
+        if index % every == 0:
+            model.blocks[index] = checkpoint_wrapper(block, preserve_rng_state=True)
+
+
+def apply_fsdp(model: GPT, mesh, config: ParallelConfig) -> None:
+    """FSDP2: shard each block as one unit, then the rest (embeddings, final norm, head)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    policy = MixedPrecisionPolicy(
+        param_dtype=_DTYPES[config.fsdp_param_dtype] if config.fsdp_param_dtype else None,
+        reduce_dtype=_DTYPES[config.fsdp_reduce_dtype],
+    )
+    for index, block in enumerate(model.blocks):
+        # The last block's parameters are needed again right away by the backward: keep them.
+        last = index == len(model.blocks) - 1
+        fully_shard(
+            block,
+            mesh=mesh,
+            reshard_after_forward=config.fsdp_reshard_after_forward and not last,
+            mp_policy=policy,
+        )
+    fully_shard(model, mesh=mesh, reshard_after_forward=config.fsdp_reshard_after_forward, mp_policy=policy)
