@@ -10,7 +10,7 @@ DATA_DIR ?= data/python-stdlib
 RUN_DIR ?= out/tiny
 PYTEST_ARGS ?=
 
-.PHONY: help install data baseline pretrain train sample test test-slow lint format clean bench-prepare
+.PHONY: help install data baseline pretrain train sample test test-slow lint format clean bench-prepare bench-overhead
 
 help:
 	@echo "make pretrain   install, prepare the built-in corpus, train the tiny model, print a sample"
@@ -20,6 +20,7 @@ help:
 	@echo "make data       prepare the built-in python-stdlib corpus into $(DATA_DIR)"
 	@echo "make lint       ruff check and format check"
 	@echo "make bench-prepare  prepare throughput vs the bare tokenizer, DataLoader tokens/s"
+	@echo "make bench-overhead lit-pretrain fit step time vs a bare PyTorch loop"
 
 install: $(STAMP)
 
@@ -78,6 +79,10 @@ test-slow: install
 # Prepare throughput against the bare tokenizer, and DataLoader tokens/s (see docs/benchmarks.md).
 bench-prepare: install
 	$(PY) benchmarks/prepare_throughput.py --output prepare_throughput.json
+
+# Step time of `lit-pretrain fit` against a bare PyTorch loop on the same model and data.
+bench-overhead: install
+	$(PY) benchmarks/training_overhead.py --output training_overhead.json
 
 lint: install
 	$(VENV)/bin/ruff check .

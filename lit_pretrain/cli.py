@@ -12,6 +12,7 @@ commands:
   validate  evaluate on the validation split:            lit-pretrain validate --config ... [--ckpt_path PATH]
   data      look inside a prepared dataset:              lit-pretrain data inspect DIR
   generate  sample text from a checkpoint:               lit-pretrain generate --checkpoint PATH --prompt TEXT
+  estimate  memory, FLOPs and time of a run, no GPU needed: lit-pretrain estimate --config ... [--gpu h100-sxm]
 
 `lit-pretrain COMMAND --help` lists a command's options."""
 
@@ -36,6 +37,10 @@ def main(argv: list[str] | None = None) -> None:
         from lit_pretrain.data.inspect_cli import main as data_main
 
         data_main(rest)
+    elif command == "estimate":
+        from lit_pretrain.estimate import main as estimate_main
+
+        estimate_main(rest)
     elif command == "generate":
         from lit_pretrain.generate_cli import main as generate_main
 

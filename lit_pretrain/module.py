@@ -57,12 +57,14 @@ class LitPretrain(L.LightningModule):
         init_from: str | None = None,
         max_consecutive_skipped_steps: int = 10,
         parallel: ParallelConfig | dict | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         """`init_from` starts from a checkpoint's weights only (fresh optimizer and schedule).
 
         A step whose loss is NaN or infinite is skipped (parameters unchanged); more than
         `max_consecutive_skipped_steps` such steps in a row stop the run. `parallel` says how blocks are
-        sharded (under ModelParallelStrategy), recomputed and compiled (see parallelize.py).
+        sharded (under ModelParallelStrategy), recomputed and compiled (see parallelize.py). Training
+        stops after `max_tokens` training tokens, or at the trainer's max_steps / max_time if sooner.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -175,6 +177,16 @@ class LitPretrain(L.LightningModule):
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Stop once `max_tokens` training tokens have been seen (at the end of an optimizer step)."""
+        max_tokens = self.hparams.max_tokens
+        if (
+            max_tokens
+            and self.tokens_seen >= max_tokens
+            and (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0
+        ):
+            self.trainer.should_stop = True
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Skip the step when a micro-batch's loss was NaN or infinite: no gradient reaches the weights."""
         finite, self._step_finite = self._step_finite, None
@@ -254,8 +266,20 @@ class LitPretrain(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _total_optimizer_steps(self) -> int:
+        limits = []
         if self.trainer.max_steps and self.trainer.max_steps > 0:
-            return self.trainer.max_steps
+            limits.append(self.trainer.max_steps)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.hparams.max_tokens and hasattr(datamodule, "seq_len"):
+            tokens_per_step = (
+                datamodule.seq_len
+                * datamodule.micro_batch_size
+                * self.trainer.accumulate_grad_batches
+                * self.trainer.world_size
+            )
+            limits.append(math.ceil(self.hparams.max_tokens / tokens_per_step))
+        if limits:
+            return min(limits)
         # Lightning issue 20550 (dataloader state dropped on resume when this is read) does not reproduce
         # with the pinned lightning/litdata versions; tests/test_train.py resumes through this path.
         return int(self.trainer.estimated_stepping_batches)

@@ -8,6 +8,7 @@ as one unit around whatever wraps it.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,9 @@ class ParallelConfig:
     fsdp_reshard_after_forward: bool = True  # ZeRO-3 (True) or ZeRO-2-like (False) per block
     fsdp_param_dtype: str | None = None  # e.g. "bfloat16": FSDP2 mixed precision for compute
     fsdp_reduce_dtype: str = "float32"  # gradients are reduced in this dtype
+    float8: bool = (
+        False  # float8 matmuls through torchao on H100-class GPUs; skipped with a warning elsewhere
+    )
 
     def __post_init__(self) -> None:
         if self.activation_checkpointing_every < 0:
@@ -44,6 +48,8 @@ def parallelize(model: GPT, config: ParallelConfig, device_mesh=None) -> GPT:
     if "tensor_parallel" in names and device_mesh["tensor_parallel"].size() > 1:
         # The attention's fused qkv projection cannot be split column-wise as it is.
         raise NotImplementedError("tensor parallelism is not implemented yet: use tensor_parallel_size 1")
+    if config.float8:
+        apply_float8(model)
     if config.activation_checkpointing_every:
         apply_activation_checkpointing(model, config.activation_checkpointing_every)
     if config.compile:
@@ -52,6 +58,38 @@ def parallelize(model: GPT, config: ParallelConfig, device_mesh=None) -> GPT:
     if "data_parallel" in names:
         apply_fsdp(model, device_mesh["data_parallel"], config)
     return model
+
+
+def float8_unavailable_reason() -> str | None:
+    """Why float8 training cannot run here, or None when it can."""
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    if torch.cuda.get_device_capability() < (8, 9):
+        return f"{torch.cuda.get_device_name()} has no float8 tensor cores (compute capability 8.9+ needed)"
+    try:
+        import torchao.float8  # noqa: F401
+    except ImportError:
+        return "torchao is not installed (pip install torchao)"
+    return None
+
+
+def apply_float8(model: GPT) -> bool:
+    """Swap the blocks' linear layers for torchao float8 ones; warn and do nothing where unsupported."""
+    reason = float8_unavailable_reason()
+    if reason is not None:
+        warnings.warn(
+            f"float8 training skipped: {reason}; training in the configured precision", stacklevel=2
+        )
+        return False
+    from torchao.float8 import convert_to_float8_training
+
+    def in_blocks(module: torch.nn.Module, name: str) -> bool:
+        # float8 matmuls need both dimensions divisible by 16; the head and embeddings stay as they are.
+        shape = getattr(module, "weight", torch.empty(0)).shape
+        return name.startswith("blocks.") and len(shape) == 2 and shape[0] % 16 == 0 and shape[1] % 16 == 0
+
+    convert_to_float8_training(model, module_filter_fn=in_blocks)
+    return True
 
 
 def apply_activation_checkpointing(model: GPT, every: int) -> None:

@@ -79,13 +79,16 @@ class PretrainCLI(LightningCLI):
             print(f"   TensorBoard: tensorboard --logdir {logdir}")
 
 
-def run_lightning_cli(args: list[str] | None = None) -> PretrainCLI:
-    """Run fit/validate with `args` (default: sys.argv) and return the CLI object."""
+def run_lightning_cli(args: list[str] | None = None, extra_callbacks: list | None = None) -> PretrainCLI:
+    """Run fit/validate with `args` (default: sys.argv) and return the CLI object.
+
+    `extra_callbacks` join the default ones (for programs that drive the CLI, such as benchmarks).
+    """
     return PretrainCLI(
         LitPretrain,
         PretrainDataModule,
         trainer_defaults={
-            "callbacks": [TokenThroughput()],
+            "callbacks": [TokenThroughput(), *(extra_callbacks or [])],
             "plugins": [{"class_path": "lit_pretrain.checkpointing.AtomicCheckpointIO"}],
         },
         save_config_kwargs={"overwrite": True},

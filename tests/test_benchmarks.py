@@ -44,3 +44,37 @@ def test_prepare_throughput_benchmark_writes_its_json(tmp_path: Path):
         assert result[key] > 0
     assert result["ratio"] == pytest.approx(result["pipeline_mb_s"] / result["tokenizer_mb_s"], rel=1e-6)
     assert "ratio" in completed.stdout
+
+
+@pytest.mark.slow
+def test_training_overhead_benchmark_writes_its_json(tmp_path: Path):
+    output = tmp_path / "result.json"
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "training_overhead.py"),
+        *("--output", str(output), "--rounds", "1", "--steps", "3", "--warmup_steps", "2"),
+        *("--seq_len", "64", "--batch_size", "2", "--max_documents", "30"),
+    ]
+    completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(output.read_text())
+    assert result["lightning_step_ms"] > 0 and result["raw_step_ms"] > 0
+    assert result["ratio"] == pytest.approx(result["lightning_step_ms"] / result["raw_step_ms"])
+
+
+def test_gpu_benchmark_dry_run_on_cpu(tmp_path: Path):
+    output = tmp_path / "dry.json"
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "gpu_throughput.py"),
+        "--dry-run",
+        "--output",
+        str(output),
+    ]
+    completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(output.read_text())
+    assert result["dry_run"] is True
+    runs = {(r["model"], r["activation_checkpointing_every"]) for r in result["runs"]}
+    assert runs == {("gpt2-debug", 0), ("gpt2-debug", 1), ("llama-debug", 0), ("llama-debug", 1)}
+    assert all(r["tokens_per_second"] > 0 and r["tflops"] > 0 and r["mfu"] is None for r in result["runs"])

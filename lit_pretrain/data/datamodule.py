@@ -66,6 +66,17 @@ class WorkerExactStreamingDataset(StreamingDataset):
             litdata_dataset._replay_sampling = estimate
 
 
+def accumulation_steps(global_batch_size: int, micro_batch_size: int, world_size: int) -> int:
+    """Micro-batches per optimizer step so that every step sees `global_batch_size` sequences."""
+    per_pass = micro_batch_size * world_size
+    if global_batch_size < 1 or global_batch_size % per_pass:
+        raise ValueError(
+            f"--data.global_batch_size {global_batch_size} must be a positive multiple of micro_batch_size "
+            f"{micro_batch_size} x {world_size} processes (devices x num_nodes) = {per_pass}"
+        )
+    return global_batch_size // per_pass
+
+
 class WindowsByIndex(Dataset):
     """A `StreamingDataset` read by index, as a map-style dataset (for samplers that split by index)."""
 
@@ -141,8 +152,12 @@ class PretrainDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 42,
         elastic_resume: bool = False,
+        global_batch_size: int | None = None,
     ) -> None:
-        """`elastic_resume` lets a checkpoint resume with another world size or worker count (see
+        """`global_batch_size` (sequences per optimizer step, over all processes) sets the gradient
+        accumulation: global / (micro_batch_size x data-parallel processes), which must divide evenly.
+
+        `elastic_resume` lets a checkpoint resume with another world size or worker count (see
         docs/checkpoints.md): litdata spreads the rest of the epoch over the new workers without repeats.
         """
         super().__init__()
@@ -160,6 +175,7 @@ class PretrainDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.elastic_resume = elastic_resume
+        self.global_batch_size = global_batch_size
         self._manifests: list[dict[str, Any]] | None = None
         self._train_loader: ConsumedStateLoader | None = None
 
@@ -248,8 +264,12 @@ class PretrainDataModule(L.LightningDataModule):
         return {name: weight / total for name, weight in raw.items() if weight > 0}
 
     def setup(self, stage: str) -> None:
-        """Validate the data directories early so a bad path fails before any model is built."""
+        """Validate the data directories early, and derive gradient accumulation from the global batch."""
         self.source_weights()
+        if self.global_batch_size is not None and self.trainer is not None:
+            self.trainer.accumulate_grad_batches = accumulation_steps(
+                self.global_batch_size, self.micro_batch_size, self.trainer.world_size
+            )
         if stage in ("fit", "validate") and not self.val_sources:
             tokens = sum(s.val_tokens for s in self.sources)
             raise ValueError(
