@@ -12,28 +12,23 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.slow
-def test_prepare_throughput_benchmark_writes_its_json(tmp_path: Path):
+def run_benchmark(script: str, tmp_path: Path, *args: str) -> tuple[dict, str]:
+    """Run benchmarks/`script` with `args` and `--output`; returns its JSON and its printed table."""
     output = tmp_path / "result.json"
-    command = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "prepare_throughput.py"),
-        "--output",
-        str(output),
-        "--max_documents",
-        "40",
-        "--repeats",
-        "1",
-        "--seq_len",
-        "64",
-        "--batch_size",
-        "4",
-        "--loader_batches",
-        "5",
-    ]
+    command = [sys.executable, str(ROOT / "benchmarks" / script), "--output", str(output), *args]
     completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-2000:]
-    result = json.loads(output.read_text())
+    return json.loads(output.read_text()), completed.stdout
+
+
+@pytest.mark.slow
+def test_prepare_throughput_benchmark_writes_its_json(tmp_path: Path):
+    result, printed = run_benchmark(
+        "prepare_throughput.py",
+        tmp_path,
+        *("--max_documents", "40", "--repeats", "1"),
+        *("--seq_len", "64", "--batch_size", "4", "--loader_batches", "5"),
+    )
     for key in (
         "pipeline_mb_s",
         "tokenizer_mb_s",
@@ -43,37 +38,24 @@ def test_prepare_throughput_benchmark_writes_its_json(tmp_path: Path):
     ):
         assert result[key] > 0
     assert result["ratio"] == pytest.approx(result["pipeline_mb_s"] / result["tokenizer_mb_s"], rel=1e-6)
-    assert "ratio" in completed.stdout
+    assert "ratio" in printed
 
 
 @pytest.mark.slow
 def test_training_overhead_benchmark_writes_its_json(tmp_path: Path):
-    output = tmp_path / "result.json"
-    command = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "training_overhead.py"),
-        *("--output", str(output), "--rounds", "1", "--steps", "3", "--warmup_steps", "2"),
+    result, printed = run_benchmark(
+        "training_overhead.py",
+        tmp_path,
+        *("--rounds", "1", "--steps", "3", "--warmup_steps", "2"),
         *("--seq_len", "64", "--batch_size", "2", "--max_documents", "30"),
-    ]
-    completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    result = json.loads(output.read_text())
+    )
     assert result["lightning_step_ms"] > 0 and result["raw_step_ms"] > 0
     assert result["ratio"] == pytest.approx(result["lightning_step_ms"] / result["raw_step_ms"])
+    assert "ratio" in printed
 
 
 def test_gpu_benchmark_dry_run_on_cpu(tmp_path: Path):
-    output = tmp_path / "dry.json"
-    command = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "gpu_throughput.py"),
-        "--dry-run",
-        "--output",
-        str(output),
-    ]
-    completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    result = json.loads(output.read_text())
+    result, _ = run_benchmark("gpu_throughput.py", tmp_path, "--dry-run")
     assert result["dry_run"] is True
     runs = {(r["model"], r["activation_checkpointing_every"]) for r in result["runs"]}
     assert runs == {("gpt2-debug", 0), ("gpt2-debug", 1), ("llama-debug", 0), ("llama-debug", 1)}
