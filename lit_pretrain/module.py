@@ -280,9 +280,13 @@ class LitPretrain(L.LightningModule):
             limits.append(math.ceil(self.hparams.max_tokens / tokens_per_step))
         if limits:
             return min(limits)
-        # Lightning issue 20550 (dataloader state dropped on resume when this is read) does not reproduce
-        # with the pinned lightning/litdata versions; tests/test_train.py resumes through this path.
-        return int(self.trainer.estimated_stepping_batches)
+        # Not trainer.estimated_stepping_batches: an epoch over a weighted mixture ends when one source
+        # runs out, which litdata's length does not know (it gave 2 steps for a 24-step epoch), and
+        # reading it drops the data loader's position on resume (Lightning issue 20550, reproduced here).
+        raise ValueError(
+            "the learning-rate schedule needs a length: set --trainer.max_steps, --model.max_tokens or "
+            "--model.lr_decay_steps (training by epochs alone is not supported)"
+        )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store counters, RNG states and what a resume must match; the tokenizer, for generation."""

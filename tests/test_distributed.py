@@ -85,3 +85,27 @@ def test_two_process_recipes_train_checkpoint_and_resume(
     )
     assert not [p for p in checkpoints.iterdir() if p.name.startswith(".")], "no temporary leftovers"
     assert read_checkpoint(last)["global_step"] == 6
+
+
+@pytest.mark.slow
+def test_resuming_with_another_world_size_is_refused(small_corpus: Path, tmp_path: Path):
+    from tests.resume_runs import fit_command
+    from tests.test_train import fit_args
+
+    args = fit_args(small_corpus, tmp_path, "--trainer.max_steps", "3")
+    subprocess.run(fit_command(args), cwd=ROOT, check=True, capture_output=True, timeout=600)
+    resumed = [
+        *args,
+        "--config",
+        "configs/trainer/cpu-ddp.yaml",
+        "--trainer.max_steps",
+        "6",
+        "--ckpt_path",
+        "last",
+    ]
+    completed = subprocess.run(fit_command(resumed), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert completed.returncode != 0
+    assert (
+        "world_size: checkpoint 1, now 2" in completed.stderr
+        and "--data.elastic_resume true" in completed.stderr
+    )

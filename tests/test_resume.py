@@ -174,3 +174,33 @@ def test_sigkill_during_a_save_keeps_the_previous_checkpoint(
     assert "step-0000002.ckpt" in output and f"removed {leftovers[0]}" in output
     assert not [p for p in directory.iterdir() if p.name.startswith(".")]
     assert_continues_exactly(straight_run, step_losses(tmp_path)[-1], tmp_path, STEPS)
+
+
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)], ids=["SIGTERM", "SIGINT"]
+)
+def test_preempted_epoch_based_run_resumes_exactly(corpus: Path, tmp_path: Path, signum: int):
+    """A run bounded by max_epochs, not max_steps (Lightning issue 20550 is about such runs)."""
+    epoch_run = ("--trainer.max_steps", "-1", "--trainer.max_epochs", "1")
+    straight = tmp_path / "straight"
+    run_fit(resume_args(corpus, straight, *epoch_run))
+    expected = step_losses(straight)[0]
+    assert len(expected) >= 8, "the epoch should be long enough to interrupt"
+    preempted = tmp_path / "preempted"
+    process = start_fit(resume_args(corpus, preempted, *epoch_run), log=tmp_path / "log")
+    wait_for(lambda: checkpoint(preempted, 2).exists(), 120, "step 2")
+    kill(process, signum)
+    assert process.returncode == 0, (tmp_path / "log").read_text()[-3000:]
+    stopped_at = load(preempted / "checkpoints" / "last.ckpt")["global_step"]
+    assert stopped_at < len(expected), "the run was stopped before the end of the epoch"
+    run_fit(resume_args(corpus, preempted, *epoch_run, "--ckpt_path", "last"))
+    resumed = step_losses(preempted)[1]
+    assert resumed == {s: v for s, v in expected.items() if s >= stopped_at}
+    final = len(expected)
+    assert_same_training_state(load(checkpoint(straight, final)), load(checkpoint(preempted, final)))
+
+
+def test_a_run_without_a_schedule_length_is_a_clear_error(corpus: Path, tmp_path: Path):
+    args = resume_args(corpus, tmp_path, "--trainer.max_steps", "-1", "--trainer.max_epochs", "1")
+    with pytest.raises(AssertionError, match="the learning-rate schedule needs a length"):
+        run_fit([*args, "--model.lr_decay_steps", "null"])
