@@ -220,3 +220,8 @@ def test_the_final_step_is_always_saved(small_corpus: Path, tmp_path: Path):
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["last.ckpt", "step-0000003.ckpt", "step-0000004.ckpt"]
     assert (tmp_path / "checkpoints" / "last.ckpt").resolve().name == "step-0000004.ckpt"
+
+
+def test_init_from_a_missing_checkpoint_is_a_clear_error(small_corpus: Path, tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="--model.init_from .*missing.ckpt: no such checkpoint"):
+        main(fit_args(small_corpus, tmp_path, "--model.init_from", str(tmp_path / "missing.ckpt")))

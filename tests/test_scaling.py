@@ -97,3 +97,8 @@ def test_estimate_command_reads_the_recipes(capsys):
         and "memory per device" in out
         and "time to 1,000,000,000 tokens" in out
     )
+
+
+def test_estimate_without_a_device_count_is_a_clear_error():
+    with pytest.raises(SystemExit, match=r"trainer.devices is -1: pass --devices N"):
+        main(["estimate", "--config", str(ROOT / "configs/trainer/ddp.yaml")])
