@@ -7,6 +7,8 @@ import time
 import lightning as L
 import torch
 
+from lit_pretrain.parallelize import data_parallel_size_and_rank
+
 
 class TokenThroughput(L.Callback):
     """Logs tokens/s, tokens seen and, with `peak_flops` given, model FLOPs utilisation (MFU)."""
@@ -58,7 +60,7 @@ class TokenThroughput(L.Callback):
     ) -> None:
         """Count tokens; every `log_every_n_steps` optimizer steps, log the rate over that window."""
         tokens = batch["tokens"] if isinstance(batch, dict) else batch
-        self._window_tokens += tokens.size(0) * (tokens.size(1) - 1) * trainer.world_size
+        self._window_tokens += tokens.size(0) * (tokens.size(1) - 1) * data_parallel_size_and_rank(trainer)[0]
         if isinstance(batch, dict) and self._source_names:
             self._count_source_tokens(batch)
         is_step_end = (batch_idx + 1) % trainer.accumulate_grad_batches == 0

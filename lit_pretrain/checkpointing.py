@@ -131,8 +131,34 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
         # Needs the whole model in CPU memory, but no process group: a checkpoint written by N
         # processes reads back in one.
-        return _load_distributed_checkpoint(path)
-    return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        checkpoint = _load_distributed_checkpoint(path)
+    else:
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    if "state_dict" in checkpoint:
+        split_fused_qkv(checkpoint["state_dict"])
+    return checkpoint
+
+
+FUSED_QKV = ".attn.qkv."
+
+
+def split_fused_qkv(state_dict: dict[str, torch.Tensor]) -> bool:
+    """Rewrite, in place, weights saved with one fused `attn.qkv` projection as `attn.q`, `.k` and `.v`.
+
+    Checkpoints written before tensor parallelism split the projection still load as weights (for
+    generation or --model.init_from); their optimizer states cannot be resumed. Returns whether any
+    key was rewritten.
+    """
+    fused = [key for key in state_dict if FUSED_QKV in key]
+    for key in fused:
+        value = state_dict.pop(key)
+        prefix, kind = key.split(FUSED_QKV)
+        # Rows are [q (n_embd), k (kv width), v (kv width)]; the weight is [rows, n_embd].
+        width = state_dict[f"{prefix}.attn.proj.weight"].shape[0]
+        kv_width = (value.shape[0] - width) // 2
+        for name, part in zip("qkv", value.split([width, kv_width, kv_width]), strict=True):
+            state_dict[f"{prefix}.attn.{name}.{kind}"] = part.clone()
+    return bool(fused)
 
 
 class AtomicModelParallelStrategy(ModelParallelStrategy):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,30 @@ def _strategy_name(strategy: Any) -> str:
     return "ddp" if "ddp" in strategy else "single"
 
 
+def parallel_layout(strategy: Any, devices: int, num_nodes: int) -> tuple[int, int]:
+    """(data-parallel, tensor-parallel) sizes, resolving "auto" as Lightning's ModelParallelStrategy does."""
+    world = devices * num_nodes
+    if _strategy_name(strategy) != "fsdp2":
+        return world, 1
+    init_args = strategy.get("init_args", {}) if isinstance(strategy, dict) else {}
+    data_parallel = init_args.get("data_parallel_size", "auto")
+    tensor_parallel = init_args.get("tensor_parallel_size", "auto")
+    if data_parallel == "auto" and tensor_parallel == "auto":
+        # Lightning's default: tensor parallelism within a node, data parallelism across nodes.
+        data_parallel, tensor_parallel = num_nodes, devices
+    elif data_parallel == "auto":
+        data_parallel = world // int(tensor_parallel)
+    elif tensor_parallel == "auto":
+        tensor_parallel = world // int(data_parallel)
+    data_parallel, tensor_parallel = int(data_parallel), int(tensor_parallel)
+    if data_parallel * tensor_parallel != world:
+        raise ValueError(
+            f"data_parallel_size {data_parallel} x tensor_parallel_size {tensor_parallel} must equal "
+            f"devices x num_nodes = {world}"
+        )
+    return data_parallel, tensor_parallel
+
+
 def estimate(
     config: dict[str, Any], devices: int, gpu: str, mfu: float, max_tokens: int | None
 ) -> dict[str, Any]:
@@ -53,10 +78,21 @@ def estimate(
     seq_len = int(data.get("seq_len", 256))
     micro_batch = int(data.get("micro_batch_size", 8))
     world = devices * int(trainer.get("num_nodes", 1) or 1)
+    data_parallel, tensor_parallel = parallel_layout(
+        trainer.get("strategy"), devices, int(trainer.get("num_nodes", 1) or 1)
+    )
     global_batch = int(
-        data.get("global_batch_size") or micro_batch * world * int(trainer.get("accumulate_grad_batches", 1))
+        data.get("global_batch_size")
+        or micro_batch * data_parallel * int(trainer.get("accumulate_grad_batches", 1))
     )
     strategy = _strategy_name(trainer.get("strategy"))
+    if tensor_parallel > 1:
+        strategy = "fsdp2+tp"
+        for name in ("n_head", "n_kv_head", "intermediate_size"):
+            if getattr(model, name) % tensor_parallel:
+                raise ValueError(
+                    f"tensor_parallel_size {tensor_parallel} must divide {name} ({getattr(model, name)})"
+                )
     precision = str(trainer.get("precision", "32-true"))
     parameters = num_parameters(model)
 
@@ -64,16 +100,24 @@ def estimate(
     # in that dtype; mixed precision (and FSDP2's policy) keeps fp32 weights, gradients and moments.
     low = precision.startswith(("bf16-true", "16-true"))
     weight_bytes, grad_bytes, optimizer_bytes = (2, 2, 4) if low else (4, 4, 8)
-    shards = world if strategy == "fsdp2" else 1
+    # FSDP2 shards everything over the data-parallel ranks; tensor parallelism splits the blocks further
+    # (embeddings, norms and the head stay whole within a tensor-parallel group).
+    sharded = strategy.startswith("fsdp2")
+    per_block = num_parameters(replace(model, n_layer=2)) - num_parameters(replace(model, n_layer=1))
+    block_parameters = per_block * model.n_layer
+    per_rank = (parameters - block_parameters) / (data_parallel if sharded else 1) + block_parameters / (
+        data_parallel * tensor_parallel if sharded else 1
+    )
     per_device = {
-        "weights_gib": parameters * weight_bytes / shards / GIB,
-        "gradients_gib": parameters * grad_bytes / shards / GIB,
-        "optimizer_gib": parameters * optimizer_bytes / shards / GIB,
+        "weights_gib": per_rank * weight_bytes / GIB,
+        "gradients_gib": per_rank * grad_bytes / GIB,
+        "optimizer_gib": per_rank * optimizer_bytes / GIB,
     }
     # Activations kept for the backward, per layer, with fused attention (no seq^2 term) in 16-bit:
-    # about 34 * seq * batch * n_embd bytes (Korthikanti et al., 2022). A recomputed block keeps its input.
+    # about (10 + 24 / tp) * seq * batch * n_embd bytes (Korthikanti et al., 2022, without sequence
+    # parallelism). A recomputed block keeps its input.
     activation_bytes = 2 if (precision.startswith(("bf16", "16")) or parallel.get("fsdp_param_dtype")) else 4
-    per_layer = 34 * seq_len * micro_batch * model.n_embd * activation_bytes / 2
+    per_layer = (10 + 24 / tensor_parallel) * seq_len * micro_batch * model.n_embd * activation_bytes / 2
     every = int(parallel.get("activation_checkpointing_every", 0) or 0)
     recomputed = math.ceil(model.n_layer / every) if every else 0
     kept_input = 2 * seq_len * micro_batch * model.n_embd * activation_bytes / 2
@@ -93,7 +137,9 @@ def estimate(
         "seq_len": seq_len,
         "micro_batch_size": micro_batch,
         "global_batch_size": global_batch,
-        "gradient_accumulation": global_batch / (micro_batch * world),
+        "data_parallel_size": data_parallel,
+        "tensor_parallel_size": tensor_parallel,
+        "gradient_accumulation": global_batch / (micro_batch * data_parallel),
         "tokens_per_step": tokens_per_step,
         "flops_per_step": flops_per_token * tokens_per_step,
         "memory_per_device": per_device,
@@ -115,7 +161,9 @@ def print_estimate(result: dict[str, Any]) -> None:
     """The estimate as a short report."""
     print(f"model {result['model']}: {result['parameters'] / 1e6:,.1f}M parameters")
     print(
-        f"{result['strategy']} on {result['devices']} x {result['gpu']}, {result['precision']}; "
+        f"{result['strategy']} on {result['devices']} x {result['gpu']} "
+        f"(data parallel {result['data_parallel_size']}, tensor parallel {result['tensor_parallel_size']}), "
+        f"{result['precision']}; "
         f"global batch {result['global_batch_size']} x {result['seq_len']} = {result['tokens_per_step']:,} "
         f"tokens per step (micro-batch {result['micro_batch_size']}, accumulation "
         f"{result['gradient_accumulation']:g})"

@@ -14,12 +14,14 @@ import torch.nn.functional as F
 from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 from torchmetrics import MeanMetric
 
-from lit_pretrain.checkpointing import read_checkpoint
+from lit_pretrain.checkpointing import read_checkpoint, split_fused_qkv
 from lit_pretrain.data.manifest import check_fingerprints_match, fingerprint
+from lit_pretrain.gradients import clip_grad_norm_, total_grad_norm
 from lit_pretrain.model import GPT, ModelConfig, num_parameters, training_flops_per_token
-from lit_pretrain.parallelize import ParallelConfig, parallelize
+from lit_pretrain.parallelize import ParallelConfig, data_parallel_size_and_rank, materialize, parallelize
 from lit_pretrain.resume import (
     check_resume_fingerprint,
     fingerprint_differences,
@@ -89,16 +91,16 @@ class LitPretrain(L.LightningModule):
         """Build the network here (not in __init__), so strategies can decide where and how it lives."""
         if self.model is not None:
             return
-        # Seeded here, in a forked RNG: the initial weights then depend only on the seed, not on the
-        # number of processes or on what drew random numbers before (GPT builds on the meta device and
-        # initialises once, in full on every rank, before FSDP2 keeps each rank's shard).
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)))
+        # Built on the meta device, wrapped (sharded, checkpointed, compiled), then allocated: no rank ever
+        # holds the whole model. The weights are drawn from their own generator, so they depend only on
+        # the seed, not on the number of processes or on what drew random numbers before.
+        with torch.device("meta"):
             model = GPT(self.config)
-        if self.hparams.init_from:
-            self.model = model
-            self._load_initial_weights(Path(self.hparams.init_from))
         self.model = parallelize(model, self.parallel_config, self.device_mesh)
+        device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
+        materialize(self.model, device, seed=int(os.environ.get("PL_GLOBAL_SEED", 0)))
+        if self.hparams.init_from:
+            self._load_initial_weights(Path(self.hparams.init_from))
 
     def _load_initial_weights(self, path: Path) -> None:
         if not path.exists():
@@ -115,7 +117,8 @@ class LitPretrain(L.LightningModule):
         weights = {
             k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")
         }
-        self.model.load_state_dict(weights, strict=True)
+        # Full tensors in; each rank keeps its shard when the model is sharded.
+        set_model_state_dict(self.model, weights, options=StateDictOptions(full_state_dict=True, strict=True))
         if self._trainer is None or self.trainer.is_global_zero:
             print(
                 f"initialised the model from {path} (step {checkpoint.get('global_step', '?')}); "
@@ -163,7 +166,8 @@ class LitPretrain(L.LightningModule):
         """Seed the generators from the micro-batch's place in the run, so a resumed run draws the same."""
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
         micro_batch = batch_idx % self.trainer.accumulate_grad_batches
-        seed_step(seed, self.trainer.global_step, micro_batch, self.global_rank)
+        # Tensor-parallel ranks of one group draw alike: their replicated activations must stay identical.
+        seed_step(seed, self.trainer.global_step, micro_batch, data_parallel_size_and_rank(self.trainer)[1])
 
     def training_step(self, batch: torch.Tensor | dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Next-token cross-entropy on one micro-batch."""
@@ -171,7 +175,9 @@ class LitPretrain(L.LightningModule):
         finite = torch.isfinite(loss.detach())
         self._step_finite = finite if self._step_finite is None else self._step_finite & finite
         tokens = batch["tokens"] if isinstance(batch, dict) else batch
-        self.tokens_seen += (tokens.size(1) - 1) * tokens.size(0) * self.trainer.world_size
+        self.tokens_seen += (
+            (tokens.size(1) - 1) * tokens.size(0) * data_parallel_size_and_rank(self.trainer)[0]
+        )
         self.log("train/loss", loss, prog_bar=True)
         # The rate used by this step (a Python float: logging it costs no device sync).
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
@@ -220,6 +226,27 @@ class LitPretrain(L.LightningModule):
                 "--model.learning_rate, add --trainer.gradient_clip_val, or check the data; resume from "
                 "the last checkpoint with --ckpt_path last"
             )
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Log the global gradient norm, and clip by it when --trainer.gradient_clip_val is set.
+
+        Lightning's own norm clipping fails when tensor parallelism puts parameters on different meshes.
+        """
+        if gradient_clip_algorithm == "value":
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        if gradient_clip_val:
+            norm = clip_grad_norm_(parameters, gradient_clip_val)
+        else:
+            norm = total_grad_norm(parameters)
+        if norm is not None:  # None: a skipped step, whose gradients were dropped
+            self.log("train/grad_norm", norm)
 
     def validation_step(
         self, batch: torch.Tensor | dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
@@ -275,7 +302,7 @@ class LitPretrain(L.LightningModule):
                 datamodule.seq_len
                 * datamodule.micro_batch_size
                 * self.trainer.accumulate_grad_batches
-                * self.trainer.world_size
+                * data_parallel_size_and_rank(self.trainer)[0]
             )
             limits.append(math.ceil(self.hparams.max_tokens / tokens_per_step))
         if limits:
@@ -288,6 +315,15 @@ class LitPretrain(L.LightningModule):
             "--model.lr_decay_steps (training by epochs alone is not supported)"
         )
 
+    def _resume_fingerprint(self, datamodule: Any) -> dict[str, Any]:
+        return resume_fingerprint(
+            self.config,
+            datamodule,
+            self.trainer.world_size,
+            data_parallel_size_and_rank(self.trainer)[0],
+            self.trainer.accumulate_grad_batches,
+        )
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store counters, RNG states and what a resume must match; the tokenizer, for generation."""
         checkpoint["tokens_seen"] = self.tokens_seen
@@ -295,9 +331,7 @@ class LitPretrain(L.LightningModule):
         checkpoint["rng_states"] = rng_states()
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if self._trainer is not None:
-            checkpoint["resume_fingerprint"] = resume_fingerprint(
-                self.config, datamodule, self.trainer.world_size, self.trainer.accumulate_grad_batches
-            )
+            checkpoint["resume_fingerprint"] = self._resume_fingerprint(datamodule)
         if datamodule is not None and hasattr(datamodule, "tokenizer_json"):
             checkpoint["tokenizer_json"] = datamodule.tokenizer_json()
             checkpoint["data_manifest"] = datamodule.manifest
@@ -308,10 +342,14 @@ class LitPretrain(L.LightningModule):
         self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         resuming = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
-        if resuming and "resume_fingerprint" in checkpoint:
-            current = resume_fingerprint(
-                self.config, datamodule, self.trainer.world_size, self.trainer.accumulate_grad_batches
+        if split_fused_qkv(checkpoint.get("state_dict", {})) and resuming:
+            raise ValueError(
+                "this checkpoint was written before the attention's fused qkv projection was split into "
+                "q, k and v: its optimizer state cannot be resumed. Start from its weights instead with "
+                "--model.init_from PATH (fresh optimizer and schedule)"
             )
+        if resuming and "resume_fingerprint" in checkpoint:
+            current = self._resume_fingerprint(datamodule)
             elastic = bool(getattr(datamodule, "elastic_resume", False))
             for change in check_resume_fingerprint(checkpoint["resume_fingerprint"], current, elastic):
                 rank_zero_warn(f"resuming elastically although {change}: the data order differs from before")

@@ -45,9 +45,13 @@ class ParallelConfig:
 def parallelize(model: GPT, config: ParallelConfig, device_mesh=None) -> GPT:
     """Wrap `model` in place for the mesh (None: no sharding) and return it."""
     names = device_mesh.mesh_dim_names if device_mesh is not None else ()
-    if "tensor_parallel" in names and device_mesh["tensor_parallel"].size() > 1:
-        # The attention's fused qkv projection cannot be split column-wise as it is.
-        raise NotImplementedError("tensor parallelism is not implemented yet: use tensor_parallel_size 1")
+    tensor_parallel = "tensor_parallel" in names and device_mesh["tensor_parallel"].size() > 1
+    if tensor_parallel:
+        if config.float8:
+            raise NotImplementedError(
+                "float8 with tensor parallelism is not supported yet: use tensor_parallel_size 1 or float8 false"
+            )
+        apply_tensor_parallel(model, device_mesh["tensor_parallel"])
     if config.float8:
         apply_float8(model)
     if config.activation_checkpointing_every:
@@ -58,6 +62,84 @@ def parallelize(model: GPT, config: ParallelConfig, device_mesh=None) -> GPT:
     if "data_parallel" in names:
         apply_fsdp(model, device_mesh["data_parallel"], config)
     return model
+
+
+def data_parallel_size_and_rank(trainer) -> tuple[int, int]:
+    """How many different micro-batches one pass reads (data-parallel ranks), and which one is this process's.
+
+    Tensor-parallel ranks of one group read the same data, so this is the world size divided by the
+    tensor-parallel size, not the world size.
+    """
+    kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None) or {}
+    return int(kwargs.get("num_replicas", trainer.world_size)), int(kwargs.get("rank", trainer.global_rank))
+
+
+def materialize(model: GPT, device: torch.device | str, seed: int) -> None:
+    """Allocate a model built on the meta device and initialise it as one unsharded process would.
+
+    Each parameter is drawn in full, one at a time and in a fixed order, from a generator seeded with
+    `seed`; a sharded (FSDP2 or tensor-parallel) parameter keeps only its own part. The initial weights
+    then depend only on the seed, not on the number of processes, and the largest temporary is one
+    full parameter rather than the whole model.
+    """
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    model.to_empty(device=device)
+    if model.config.tie_embeddings and model.lm_head.weight is not model.wte.weight:
+        model.lm_head.weight = model.wte.weight  # to_empty() unties shared parameters
+    generator = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            full = torch.empty(parameter.shape, dtype=parameter.dtype, device=device)
+            model.init_parameter_(name, full, generator)
+            if isinstance(parameter, DTensor):
+                # src_data_rank=None: every rank slices its own part of the identical full tensor.
+                full = distribute_tensor(
+                    full, parameter.device_mesh, parameter.placements, src_data_rank=None
+                )
+            parameter.copy_(full)
+        model.reset_buffers()
+
+
+def apply_tensor_parallel(model: GPT, mesh) -> None:
+    """Megatron-style tensor parallelism inside each block: heads and MLP columns split over `mesh`.
+
+    q, k, v and the MLP's input projections are split by output columns, the two output projections by
+    input rows, so each block costs one all-reduce forward (and one backward) per sub-layer. Embeddings,
+    norms and the head stay whole on every rank (FSDP2 shards them over the data-parallel ranks).
+    """
+    from torch.distributed.tensor import Replicate
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        PrepareModuleInput,
+        RowwiseParallel,
+        parallelize_module,
+    )
+
+    config, size = model.config, mesh.size()
+    for name in ("n_head", "n_kv_head", "intermediate_size"):
+        if getattr(config, name) % size != 0:
+            raise ValueError(
+                f"tensor_parallel_size {size} must divide the model's {name} ({getattr(config, name)})"
+            )
+    # The sub-layer's input becomes one replicated DTensor, so its gradient is all-reduced once, not
+    # once per projection that reads it.
+    plan = {
+        "attn": PrepareModuleInput(
+            input_layouts=(Replicate(), None, None, None),
+            desired_input_layouts=(Replicate(), None, None, None),
+        ),
+        "attn.q": ColwiseParallel(),
+        "attn.k": ColwiseParallel(),
+        "attn.v": ColwiseParallel(),
+        "attn.proj": RowwiseParallel(),
+        "mlp": PrepareModuleInput(input_layouts=(Replicate(),), desired_input_layouts=(Replicate(),)),
+        "mlp.proj": RowwiseParallel(),
+    }
+    inputs = ("fc",) if config.mlp == "gelu" else ("gate", "up")
+    plan.update({f"mlp.{name}": ColwiseParallel() for name in inputs})
+    for block in model.blocks:
+        parallelize_module(block, mesh, plan)
 
 
 def float8_unavailable_reason() -> str | None:

@@ -13,14 +13,19 @@ import torch
 from lit_pretrain.model import ModelConfig
 
 # Keys that may differ only when the data loader resumes elastically (see docs/checkpoints.md).
-ELASTIC_KEYS = ("world_size", "num_workers")
+ELASTIC_KEYS = ("world_size", "data_parallel_size", "num_workers")
 
 
 def resume_fingerprint(
-    config: ModelConfig, datamodule: Any, world_size: int, accumulate_grad_batches: int
+    config: ModelConfig,
+    datamodule: Any,
+    world_size: int,
+    data_parallel_size: int,
+    accumulate_grad_batches: int,
 ) -> dict[str, Any]:
     """Everything that must be the same for a resumed run to continue the interrupted one exactly."""
     fingerprint: dict[str, Any] = {"model": asdict(config), "world_size": world_size}
+    fingerprint["data_parallel_size"] = data_parallel_size
     fingerprint["accumulate_grad_batches"] = accumulate_grad_batches
     if datamodule is not None and hasattr(datamodule, "manifests"):
         fingerprint["data"] = {

@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
 
 from lit_pretrain.checkpointing import (
     atomic_torch_save,
@@ -175,10 +176,11 @@ class _LossAt(LitPretrain):
         return loss if bad is None else loss * bad
 
 
-def _train(small_corpus: Path, module: LitPretrain, steps: int) -> L.Trainer:
+def _train(small_corpus: Path, module: LitPretrain, steps: int, **trainer_kwargs) -> L.Trainer:
     trainer = L.Trainer(
         accelerator="cpu",
         max_steps=steps,
+        **trainer_kwargs,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -199,6 +201,22 @@ def test_a_nan_step_is_skipped_and_leaves_the_weights_unchanged(small_corpus: Pa
     assert torch.equal(weights[2], weights[3]) and torch.equal(weights[3], weights[4])
     assert not torch.equal(weights[1], weights[2]) and not torch.equal(weights[4], weights[5])
     assert module.skipped_steps == 2 and torch.isfinite(module.model.wte.weight).all()
+
+
+def test_fp16_mixed_precision_lets_the_grad_scaler_skip_a_nan_step(small_corpus: Path):
+    # Lightning turns precision="16-mixed" into bf16 on CPU; the plugin given directly keeps fp16 autocast
+    # and a real GradScaler, the path GPUs take.
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    precision = MixedPrecision("16-mixed", "cpu", scaler)
+    module = _LossAt({2: float("nan")}, model_name="tiny", model_overrides=TEST_MODEL_OVERRIDES)
+    with pytest.warns(UserWarning, match="skipped this optimizer step"):
+        trainer = _train(small_corpus, module, 5, plugins=[precision], gradient_clip_val=1.0)
+    assert trainer.precision == "16-mixed"
+    weights = module.weights_before_step
+    assert torch.equal(weights[2], weights[3]), "the scaler skipped the step"
+    assert not torch.equal(weights[1], weights[2]) and not torch.equal(weights[3], weights[4])
+    assert scaler.get_scale() < 2.0**10, "the scaler backed off after the non-finite gradients"
+    assert module.skipped_steps == 1 and torch.isfinite(module.model.wte.weight).all()
 
 
 def test_too_many_bad_steps_in_a_row_stop_the_run(small_corpus: Path):
@@ -225,3 +243,25 @@ def test_the_final_step_is_always_saved(small_corpus: Path, tmp_path: Path):
 def test_init_from_a_missing_checkpoint_is_a_clear_error(small_corpus: Path, tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="--model.init_from .*missing.ckpt: no such checkpoint"):
         main(fit_args(small_corpus, tmp_path, "--model.init_from", str(tmp_path / "missing.ckpt")))
+
+
+def test_a_checkpoint_with_the_old_fused_qkv_loads_as_weights_but_does_not_resume(
+    small_corpus: Path, three_step_run: Path, tmp_path: Path
+):
+    checkpoint = torch.load(three_step_run / "checkpoints" / "step-0000003.ckpt", weights_only=False)
+    expected = dict(checkpoint["state_dict"])
+    state = checkpoint["state_dict"]
+    for prefix in sorted({key.split(".attn.")[0] for key in state if ".attn.q." in key}):
+        parts = [state.pop(f"{prefix}.attn.{name}.weight") for name in "qkv"]
+        state[f"{prefix}.attn.qkv.weight"] = torch.cat(parts)  # the layout before the split
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+
+    from lit_pretrain.generate_cli import load_checkpoint
+
+    module, _ = load_checkpoint(old)
+    for key, value in expected.items():
+        assert torch.equal(module.state_dict()[key], value), key
+    with pytest.raises(ValueError, match="fused qkv projection .* --model.init_from PATH"):
+        main(fit_args(small_corpus, tmp_path / "resumed", "--ckpt_path", str(old)))
+    main(fit_args(small_corpus, tmp_path / "init", "--trainer.max_steps", "1", "--model.init_from", str(old)))

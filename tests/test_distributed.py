@@ -1,4 +1,4 @@
-"""DDP and FSDP2 on 2 CPU processes (gloo) give the single-process losses; sharded checkpoints load in 1."""
+"""DDP, FSDP2, TP (2 CPU processes, gloo) and FSDP2 + TP (4) give the single-process run; sharded checkpoints load in 1."""
 
 from __future__ import annotations
 
@@ -16,24 +16,35 @@ SCRIPT = Path(__file__).parent / "scripts" / "distributed_run.py"
 ROOT = SCRIPT.parents[2]
 
 
-def run(tmp_path: Path, strategy: str, *extra: str) -> tuple[list[float], dict[str, torch.Tensor]]:
+PROCESSES = {"single": 1, "ddp": 2, "fsdp2": 2, "tp": 2, "fsdp2-tp": 4}
+# Below the first steps' gradient norm (about 0.85), so clipping is active and must agree too.
+CLIP = "0.5"
+
+
+def run(tmp_path: Path, strategy: str, *extra: str) -> dict:
+    """Rank 0's record of a run: per-step losses and gradient norms, initial and final weights."""
     output = tmp_path / f"{strategy}.json"
     command = [sys.executable, str(SCRIPT), "--strategy", strategy, "--output", str(output), *extra]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-4000:]
     record = json.loads(output.read_text())
-    assert record["world_size"] == (1 if strategy == "single" else 2)
-    return record["losses"], torch.load(output.with_suffix(".weights.pt"))
+    assert record["world_size"] == PROCESSES[strategy]
+    record["weights"] = torch.load(output.with_suffix(".weights.pt"))
+    record["initial"] = torch.load(output.with_suffix(".initial.pt"))
+    return record
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[float], dict[str, torch.Tensor]]:
-    return run(tmp_path_factory.mktemp("single"), "single")
+def single(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return run(tmp_path_factory.mktemp("single"), "single", "--gradient_clip_val", CLIP)
 
 
-def assert_equivalent(reference, other) -> None:
-    (expected_losses, expected_weights), (losses, weights) = reference, other
-    assert losses == pytest.approx(expected_losses, abs=1e-5, rel=0)
+def assert_equivalent(reference: dict, other: dict) -> None:
+    for name, value in reference["initial"].items():
+        assert torch.equal(other["initial"][name], value), f"initial {name} differs"
+    assert other["losses"] == pytest.approx(reference["losses"], abs=1e-5, rel=0)
+    assert other["grad_norms"] == pytest.approx(reference["grad_norms"], abs=1e-5, rel=0)
+    expected_weights, weights = reference["weights"], other["weights"]
     assert weights.keys() == expected_weights.keys()
     # Summation order differs across processes; Adam divides by sqrt(v), which magnifies float32
     # rounding in the smallest gradients, so the weights get a looser bound than the losses.
@@ -42,18 +53,28 @@ def assert_equivalent(reference, other) -> None:
         assert difference < 5e-5, f"{name} differs by {difference:.2e}"
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+def test_the_reference_run_clips(single):
+    assert min(single["grad_norms"]) > float(CLIP)
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2", "tp"])
 def test_two_processes_match_one(single, tmp_path: Path, strategy: str):
-    assert_equivalent(single, run(tmp_path, strategy))
+    assert_equivalent(single, run(tmp_path, strategy, "--gradient_clip_val", CLIP))
 
 
 def test_fsdp2_with_activation_checkpointing_matches_one_process(single, tmp_path: Path):
-    assert_equivalent(single, run(tmp_path, "fsdp2", "--activation_checkpointing_every", "1"))
+    run_ = run(tmp_path, "fsdp2", "--activation_checkpointing_every", "1", "--gradient_clip_val", CLIP)
+    assert_equivalent(single, run_)
+
+
+@pytest.mark.slow
+def test_fsdp2_with_tensor_parallel_on_four_processes_matches_one(single, tmp_path: Path):
+    assert_equivalent(single, run(tmp_path, "fsdp2-tp", "--gradient_clip_val", CLIP))
 
 
 def test_sharded_checkpoint_from_two_processes_loads_in_one(tmp_path: Path):
     directory = tmp_path / "sharded.ckpt"
-    _, weights = run(tmp_path, "fsdp2", "--checkpoint", str(directory))
+    weights = run(tmp_path, "fsdp2", "--checkpoint", str(directory))["weights"]
     assert directory.is_dir() and len(list(directory.glob("*.distcp"))) == 2
     checkpoint = read_checkpoint(directory)
     assert checkpoint["global_step"] == 5
@@ -80,11 +101,31 @@ def test_two_process_recipes_train_checkpoint_and_resume(
     checkpoints = tmp_path / "checkpoints"
     last = (checkpoints / "last.ckpt").resolve()
     assert last.name == "step-0000006.ckpt"
-    assert last.is_dir() == (trainer_config == "cpu-fsdp2"), (
-        "FSDP2 writes one shard per rank into a directory"
+    assert last.is_dir() == (trainer_config != "cpu-ddp"), (
+        "sharded runs write one file per rank into a directory"
     )
     assert not [p for p in checkpoints.iterdir() if p.name.startswith(".")], "no temporary leftovers"
     assert read_checkpoint(last)["global_step"] == 6
+
+
+def test_tensor_parallel_recipe_resumes_and_matches_one_process(small_corpus: Path, tmp_path: Path):
+    """Both TP ranks read the same litdata windows and draw the same dropout masks: the single-process losses."""
+    from tests.resume_runs import resume_args, run_fit, step_losses
+
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run_fit(resume_args(small_corpus, straight))  # 6 steps, dropout on
+    recipe = ("--config", "configs/trainer/cpu-tp.yaml", "--trainer.log_every_n_steps", "1")
+    args = resume_args(small_corpus, split, *recipe)
+    run_fit([*args, "--trainer.max_steps", "3"])
+    output = run_fit([*args, "--ckpt_path", "last"])
+    assert "step-0000003.ckpt" in output
+    (expected,), (first, resumed) = step_losses(straight), step_losses(split)
+    assert sorted(first) == [0, 1, 2] and sorted(resumed) == [3, 4, 5]
+    losses = {**first, **resumed}
+    assert [losses[step] for step in range(6)] == pytest.approx(
+        [expected[step] for step in range(6)], abs=1e-5
+    )
+    assert (split / "checkpoints" / "last.ckpt").resolve().is_dir(), "sharded: one file per rank"
 
 
 @pytest.mark.slow
@@ -109,3 +150,21 @@ def test_resuming_with_another_world_size_is_refused(small_corpus: Path, tmp_pat
         "world_size: checkpoint 1, now 2" in completed.stderr
         and "--data.elastic_resume true" in completed.stderr
     )
+
+
+@pytest.mark.slow
+def test_ddp_resume_of_a_weighted_mixture_with_workers_is_exact(tmp_path: Path):
+    """Lightning saves rank 0's loader state and every rank restores it: exact, because every rank and
+    worker draws its sources from the same seeded sequence, so their per-source counts agree."""
+    from tests.resume_runs import make_two_source_corpus, resume_args, run_fit, step_losses
+
+    corpus = make_two_source_corpus(tmp_path)
+    recipe = ("--config", "configs/trainer/cpu-ddp.yaml", "--trainer.log_every_n_steps", "1")
+    extra = (*recipe, "--data.num_workers", "2")
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run_fit(resume_args(corpus, straight, *extra, "--trainer.max_steps", "8"))
+    run_fit(resume_args(corpus, split, *extra, "--trainer.max_steps", "4"))
+    run_fit(resume_args(corpus, split, *extra, "--trainer.max_steps", "8", "--ckpt_path", "last"))
+    (expected,), (first, resumed) = step_losses(straight), step_losses(split)
+    assert sorted(resumed) == [4, 5, 6, 7]
+    assert {**first, **resumed} == expected, "rank 1's data reaches rank 0's loss through the gradients"

@@ -144,9 +144,9 @@ def test_init_statistics():
     model = build("gpt2-debug", n_layer=8, n_embd=256)
     std = model.config.init_std
     assert model.wte.weight.std().item() == pytest.approx(std, rel=0.05)
-    assert model.blocks[0].attn.qkv.weight.std().item() == pytest.approx(std, rel=0.05)
+    assert model.blocks[0].attn.q.weight.std().item() == pytest.approx(std, rel=0.05)
     assert model.blocks[0].mlp.proj.weight.std().item() == pytest.approx(std / 4, rel=0.05)  # 1/sqrt(2*8)
-    assert torch.all(model.blocks[0].attn.qkv.bias == 0)
+    assert torch.all(model.blocks[0].attn.k.bias == 0)
     assert torch.all(model.blocks[0].norm_1.weight == 1)
 
 

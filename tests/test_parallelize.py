@@ -41,7 +41,7 @@ def test_float8_without_a_capable_gpu_is_skipped_with_a_message():
     assert float8_unavailable_reason() == "no CUDA device"
     with pytest.warns(UserWarning, match="float8 training skipped: no CUDA device"):
         model = parallelize(_model(), ParallelConfig(float8=True))
-    assert type(model.blocks[0].attn.qkv) is torch.nn.Linear
+    assert type(model.blocks[0].attn.q) is torch.nn.Linear
 
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "bf16-true"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,10 @@ def test_max_tokens_stops_first_and_sets_the_schedule(small_corpus: Path, tmp_pa
     assert schedule["_last_lr"][0] == pytest.approx(checkpoint["hyper_parameters"]["min_lr"])
 
 
-def _config(strategy: str | None, every: int = 0) -> dict:
+FSDP2 = "lit_pretrain.checkpointing.AtomicModelParallelStrategy"
+
+
+def _config(strategy: str | dict | None, every: int = 0) -> dict:
     trainer = {"devices": 8, "precision": "bf16-mixed"}
     if strategy:
         trainer["strategy"] = strategy
@@ -55,7 +59,7 @@ def _config(strategy: str | None, every: int = 0) -> dict:
 def test_estimate_shards_states_with_fsdp2_only():
     ddp = estimate(_config("ddp"), 8, "h100-sxm", 0.5, 10**9)
     fsdp = estimate(
-        _config({"class_path": "lit_pretrain.checkpointing.AtomicModelParallelStrategy"}),
+        _config({"class_path": FSDP2, "init_args": {"tensor_parallel_size": 1}}),
         8,
         "h100-sxm",
         0.5,
@@ -65,6 +69,35 @@ def test_estimate_shards_states_with_fsdp2_only():
     assert ddp["memory_per_device"]["optimizer_gib"] == pytest.approx(parameters * 8 / 2**30)
     assert fsdp["memory_per_device"]["optimizer_gib"] == pytest.approx(parameters * 8 / 8 / 2**30)
     assert ddp["gradient_accumulation"] == 8 and ddp["tokens_per_step"] == 256 * 2048
+
+
+def test_estimate_splits_blocks_further_with_tensor_parallelism():
+    layout = {"class_path": FSDP2, "init_args": {"data_parallel_size": 2, "tensor_parallel_size": 4}}
+    result = estimate(_config(layout), 8, "h100-sxm", 0.5, None)
+    config = ModelConfig.from_name("tinyllama-1.1b")
+    blocks = config.n_layer * (
+        num_parameters(replace(config, n_layer=2)) - num_parameters(replace(config, n_layer=1))
+    )
+    expected = (num_parameters(config) - blocks) / 2 + blocks / 8  # the rest is sharded over the 2 DP ranks
+    assert result["strategy"] == "fsdp2+tp"
+    assert result["memory_per_device"]["optimizer_gib"] == pytest.approx(expected * 8 / 2**30)
+    assert result["gradient_accumulation"] == 256 / (4 * 2), "micro-batches are per data-parallel rank"
+    fsdp = estimate(
+        _config({"class_path": FSDP2, "init_args": {"tensor_parallel_size": 1}}), 8, "h100-sxm", 0.5, None
+    )
+    assert result["memory_per_device"]["activations_gib"] < fsdp["memory_per_device"]["activations_gib"]
+    # Lightning's default for "auto" sizes: tensor parallel within the node, data parallel across nodes.
+    assert estimate(_config({"class_path": FSDP2}), 4, "h100-sxm", 0.5, None)["tensor_parallel_size"] == 4
+
+
+def test_estimate_refuses_a_layout_that_does_not_fit():
+    with pytest.raises(ValueError, match="tensor_parallel_size 3 must divide n_head"):
+        estimate(
+            _config({"class_path": FSDP2, "init_args": {"tensor_parallel_size": 3}}), 6, "h100-sxm", 0.5, None
+        )
+    with pytest.raises(ValueError, match="must equal devices x num_nodes = 8"):
+        layout = {"class_path": FSDP2, "init_args": {"data_parallel_size": 2, "tensor_parallel_size": 2}}
+        estimate(_config(layout), 8, "h100-sxm", 0.5, None)
 
 
 def test_estimate_time_follows_flops_and_mfu():

@@ -12,9 +12,11 @@ import lightning as L
 import torch
 from litdata import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset
 from litdata.streaming.item_loader import TokensLoader
+from litdata.utilities.env import _DistributedEnv
 from torch.utils.data import DataLoader, Dataset
 
 from lit_pretrain.data.manifest import TOKENIZER_NAME, check_fingerprints_match, fingerprint, read_manifest
+from lit_pretrain.parallelize import data_parallel_size_and_rank
 
 
 @dataclass(frozen=True)
@@ -66,13 +68,14 @@ class WorkerExactStreamingDataset(StreamingDataset):
             litdata_dataset._replay_sampling = estimate
 
 
-def accumulation_steps(global_batch_size: int, micro_batch_size: int, world_size: int) -> int:
+def accumulation_steps(global_batch_size: int, micro_batch_size: int, data_parallel_size: int) -> int:
     """Micro-batches per optimizer step so that every step sees `global_batch_size` sequences."""
-    per_pass = micro_batch_size * world_size
+    per_pass = micro_batch_size * data_parallel_size
     if global_batch_size < 1 or global_batch_size % per_pass:
         raise ValueError(
             f"--data.global_batch_size {global_batch_size} must be a positive multiple of micro_batch_size "
-            f"{micro_batch_size} x {world_size} processes (devices x num_nodes) = {per_pass}"
+            f"{micro_batch_size} x {data_parallel_size} data-parallel processes (devices x num_nodes / "
+            f"tensor_parallel_size) = {per_pass}"
         )
     return global_batch_size // per_pass
 
@@ -127,7 +130,16 @@ class ConsumedStateLoader(StreamingDataLoader):
         """Restore a saved position (forgetting any remembered states)."""
         self._pending_states.clear()
         self._consumed_state = None
-        super().load_state_dict(obj)
+        # litdata checks the saved layout against the process group's; under tensor parallelism the
+        # datasets' data-parallel layout is the one that counts, so that is what detection answers.
+        datasets = getattr(self.dataset, "_datasets", [self.dataset])
+        layout = datasets[0].distributed_env
+        detect = _DistributedEnv.__dict__["detect"]
+        _DistributedEnv.detect = classmethod(lambda cls: layout)
+        try:
+            super().load_state_dict(obj)
+        finally:
+            _DistributedEnv.detect = detect
         if isinstance(self.dataset, CombinedStreamingDataset):
             per_worker = obj.get("num_samples_yielded", {})
             for index, dataset in enumerate(self.dataset._datasets):
@@ -268,7 +280,7 @@ class PretrainDataModule(L.LightningDataModule):
         self.source_weights()
         if self.global_batch_size is not None and self.trainer is not None:
             self.trainer.accumulate_grad_batches = accumulation_steps(
-                self.global_batch_size, self.micro_batch_size, self.trainer.world_size
+                self.global_batch_size, self.micro_batch_size, data_parallel_size_and_rank(self.trainer)[0]
             )
         if stage in ("fit", "validate") and not self.val_sources:
             tokens = sum(s.val_tokens for s in self.sources)
@@ -279,7 +291,7 @@ class PretrainDataModule(L.LightningDataModule):
             )
 
     def _dataset(self, source: SourceShards, index: int, split: str, shuffle: bool) -> StreamingDataset:
-        return WorkerExactStreamingDataset(
+        dataset = WorkerExactStreamingDataset(
             input_dir=str(source.split_dir(split).resolve()),
             item_loader=TokensLoader(block_size=self.seq_len + 1),
             shuffle=shuffle,
@@ -287,6 +299,13 @@ class PretrainDataModule(L.LightningDataModule):
             seed=self.seed,
             transform=TagWithSource(index),
         )
+        if self.trainer is not None:
+            # litdata splits the data over all processes; tensor-parallel ranks of one group must read
+            # the same windows, so it is told the data-parallel layout instead.
+            size, rank = data_parallel_size_and_rank(self.trainer)
+            num_nodes = self.trainer.num_nodes if size % self.trainer.num_nodes == 0 else 1
+            dataset.distributed_env = _DistributedEnv(size, rank, num_nodes)
+        return dataset
 
     def train_dataloader(self) -> StreamingDataLoader:
         """Shuffled windows, sources mixed by weight; its state_dict is saved in every checkpoint."""

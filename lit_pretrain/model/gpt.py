@@ -48,23 +48,42 @@ class GPT(nn.Module):
 
     def reset_parameters(self) -> None:
         """(Re)initialise all weights from the torch RNG and recompute the RoPE tables."""
-        config = self.config
-        if config.tie_embeddings:
+        if self.config.tie_embeddings:
             # to_empty() replaces every parameter with a new one, which unties shared weights; tie them again.
             self.lm_head.weight = self.wte.weight
-        # GPT-2: scale the projections that write into the residual stream so its variance does not grow
-        # with depth (each block adds two of them).
-        residual_std = config.init_std / math.sqrt(2 * config.n_layer)
-        for name, module in self.named_modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                if module is self.lm_head and config.tie_embeddings:
-                    continue
-                std = residual_std if name.endswith(".proj") else config.init_std
-                nn.init.normal_(module.weight, mean=0.0, std=std)
-                if getattr(module, "bias", None) is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
-                module.reset_parameters()
+        with torch.no_grad():
+            for name, parameter in self.named_parameters():
+                self.init_parameter_(name, parameter)
+        self.reset_buffers()
+
+    def init_parameter_(
+        self, name: str, tensor: torch.Tensor, generator: torch.Generator | None = None
+    ) -> None:
+        """Fill `tensor`, the full value of parameter `name`, with its initial values drawn from `generator`.
+
+        One parameter at a time, in `named_parameters()` order: a sharded model can then be initialised
+        exactly like an unsharded one by drawing each full parameter and keeping its own shard.
+        """
+        module_name, _, kind = name.rpartition(".")
+        module = self.get_submodule(module_name)
+        if kind == "bias":
+            nn.init.zeros_(tensor)
+        elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+            nn.init.ones_(tensor)
+        else:
+            # GPT-2: scale the projections that write into the residual stream so its variance does not
+            # grow with depth (each block adds two of them).
+            residual = module_name.endswith(".proj")
+            std = (
+                self.config.init_std / math.sqrt(2 * self.config.n_layer)
+                if residual
+                else self.config.init_std
+            )
+            nn.init.normal_(tensor, mean=0.0, std=std, generator=generator)
+
+    def reset_buffers(self) -> None:
+        """Recompute the buffers derived from the config (the RoPE tables)."""
+        config = self.config
         if config.position == "rope":
             cos, sin = rope_tables(
                 config.block_size, config.head_size, config.rope_base, self.rope_cos.device
@@ -146,7 +165,11 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head, self.n_kv_head, self.head_size = config.n_head, config.n_kv_head, config.head_size
         kv_width = config.n_kv_head * config.head_size
-        self.qkv = nn.Linear(config.n_embd, config.n_embd + 2 * kv_width, bias=config.bias)
+        # Separate projections (not one fused qkv): tensor parallelism splits each by heads, and the
+        # layout matches Hugging Face's q_proj / k_proj / v_proj.
+        self.q = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.k = nn.Linear(config.n_embd, kv_width, bias=config.bias)
+        self.v = nn.Linear(config.n_embd, kv_width, bias=config.bias)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.kv_cache: KVCache | None = None
 
@@ -158,12 +181,12 @@ class CausalSelfAttention(nn.Module):
         input_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attend over x [B, T, C] causally, or over the cache plus x when `input_pos` is given."""
-        batch, seq_len, width = x.shape
-        kv_width = self.n_kv_head * self.head_size
-        q, k, v = self.qkv(x).split([width, kv_width, kv_width], dim=-1)
-        q = q.view(batch, seq_len, self.n_head, self.head_size).transpose(1, 2)
-        k = k.view(batch, seq_len, self.n_kv_head, self.head_size).transpose(1, 2)
-        v = v.view(batch, seq_len, self.n_kv_head, self.head_size).transpose(1, 2)
+        batch, seq_len, _ = x.shape
+        # Head counts come from the projections' outputs (-1), not the config: under tensor parallelism
+        # each rank holds only its share of the heads.
+        q = self.q(x).view(batch, seq_len, -1, self.head_size).transpose(1, 2)
+        k = self.k(x).view(batch, seq_len, -1, self.head_size).transpose(1, 2)
+        v = self.v(x).view(batch, seq_len, -1, self.head_size).transpose(1, 2)
         if cos is not None:
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         mask = None
@@ -179,7 +202,7 @@ class CausalSelfAttention(nn.Module):
             k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
             v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
-        return self.proj(y.transpose(1, 2).reshape(batch, seq_len, width))
+        return self.proj(y.transpose(1, 2).reshape(batch, seq_len, -1))
 
 
 class KVCache(nn.Module):
