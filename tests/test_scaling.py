@@ -42,6 +42,18 @@ def test_max_tokens_stops_first_and_sets_the_schedule(small_corpus: Path, tmp_pa
     assert schedule["_last_lr"][0] == pytest.approx(checkpoint["hyper_parameters"]["min_lr"])
 
 
+def test_max_time_stops_first_and_the_last_step_is_saved(small_corpus: Path, tmp_path: Path):
+    args = fit_args(
+        small_corpus, tmp_path, "--trainer.max_steps", "100000", "--trainer.max_time", "00:00:00:03"
+    )
+    main([*args, "--trainer.val_check_interval", "100000"])
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert 0 < checkpoint["global_step"] < 100000
+    assert (
+        tmp_path / "checkpoints" / "last.ckpt"
+    ).resolve().name == f"step-{checkpoint['global_step']:07d}.ckpt"
+
+
 FSDP2 = "lit_pretrain.checkpointing.AtomicModelParallelStrategy"
 
 
