@@ -125,7 +125,14 @@ def test_tensor_parallel_recipe_resumes_and_matches_one_process(small_corpus: Pa
     assert [losses[step] for step in range(6)] == pytest.approx(
         [expected[step] for step in range(6)], abs=1e-5
     )
-    assert (split / "checkpoints" / "last.ckpt").resolve().is_dir(), "sharded: one file per rank"
+    last = (split / "checkpoints" / "last.ckpt").resolve()
+    assert last.is_dir(), "sharded: one file per rank"
+    # A tensor-parallel checkpoint reads back whole in one process, for generation or init_from.
+    from lit_pretrain.generate_cli import load_checkpoint
+
+    module, checkpoint = load_checkpoint(last)
+    assert checkpoint["global_step"] == 6
+    assert module.model.blocks[0].attn.q.weight.shape == (64, 64), "whole, not one rank's half"
 
 
 @pytest.mark.slow
