@@ -77,7 +77,9 @@ def test_fit_writes_checkpoints_and_tensorboard_logs(trained_run: Path, capsys):
     )
     logged = scalars(trained_run)
     assert [step for step, _ in logged["train/loss"]] == [0, 1, 2, 3, 4, 5]
-    assert {"val/loss", "val/ppl", "perf/tokens_per_sec", "train/lr"} <= set(logged)
+    assert {"val/loss", "val/ppl", "perf/tokens_per_sec", "train/lr", "train/grad_norm"} <= set(logged)
+    norms = [norm for _, norm in logged["train/grad_norm"]]
+    assert len(norms) == 6 and all(0 < norm < 100 for norm in norms), "the global norm before clipping"
     for (_, loss), (_, ppl) in zip(logged["val/loss"], logged["val/ppl"], strict=True):
         assert ppl == pytest.approx(torch.exp(torch.tensor(loss)).item(), rel=1e-4)
     checkpoint = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=False)
