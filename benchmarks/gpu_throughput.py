@@ -3,6 +3,10 @@ checkpointing, through the real LightningModule and Trainer (bf16-mixed, synthet
 
     python benchmarks/gpu_throughput.py --output gpu_throughput.json          # on a GPU
     python benchmarks/gpu_throughput.py --dry-run --output gpu_dry_run.json   # anywhere: debug models, CPU
+    python benchmarks/gpu_throughput.py --models gpt2-124m --compile on       # a subset
+
+Needs only torch and lightning (not litdata or jsonargparse), so it runs in a stock GPU image. The JSON
+is rewritten after every configuration: a run cut short still leaves what it measured.
 
 MFU is against the device's dense bf16 peak (H100 SXM: 989 TFLOP/s), with the 6N + attention FLOPs of
 `model/flops.py`. Goals (issue 5): >= 40% for gpt2-124m, >= 50% for tinyllama-1.1b.
@@ -114,6 +118,9 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true", help="debug models on CPU: checks the script runs")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps (compilation happens here)")
+    parser.add_argument("--models", nargs="+", default=None, help="a subset of the models (default: all)")
+    parser.add_argument("--compile", choices=["off", "on", "both"], default="both")
+    parser.add_argument("--activation_checkpointing", choices=["off", "on", "both"], default="both")
     args = parser.parse_args()
     if args.dry_run:
         runs = [("gpt2-debug", 32, 2), ("llama-debug", 32, 2)]
@@ -122,23 +129,29 @@ def main() -> None:
         if not torch.cuda.is_available():
             raise SystemExit("no CUDA device: run with --dry-run to check the script on CPU")
         runs = [("gpt2-124m", 1024, 16), ("tinyllama-1.1b", 2048, 8)]
-    results = []
-    for (model_name, seq_len, batch), compile_, every in itertools.product(runs, (False, True), (0, 1)):
-        if args.dry_run and compile_:
-            continue  # compiling on CPU takes minutes and says nothing about GPU speed
-        results.append(
-            measure(model_name, seq_len, batch, args.steps, args.warmup, compile_, every, args.dry_run)
-        )
-        row = results[-1]
+    if args.models:
+        unknown = set(args.models) - {name for name, _, _ in runs}
+        if unknown:
+            raise SystemExit(
+                f"unknown --models {sorted(unknown)}: choose from {[name for name, _, _ in runs]}"
+            )
+        runs = [run for run in runs if run[0] in args.models]
+    choices = {"off": (False,), "on": (True,), "both": (False, True)}
+    # Compiling on CPU takes minutes and says nothing about GPU speed.
+    compiles = (False,) if args.dry_run else choices[args.compile]
+    everies = tuple(int(on) for on in choices[args.activation_checkpointing])
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+    output = {"date": date.today().isoformat(), "device": device, "dry_run": args.dry_run, "runs": []}
+    for (model_name, seq_len, batch), compile_, every in itertools.product(runs, compiles, everies):
+        row = measure(model_name, seq_len, batch, args.steps, args.warmup, compile_, every, args.dry_run)
+        output["runs"].append(row)
+        Path(args.output).write_text(json.dumps(output, indent=2) + "\n")
         mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "n/a"
         print(
             f"{model_name:<16} compile={row['compile']!s:<5} ac_every={every} {row['tokens_per_second']:>12,.0f} tok/s "
             f"{row['tflops']:8.2f} TFLOP/s  MFU {mfu}",
             flush=True,
         )
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
-    output = {"date": date.today().isoformat(), "device": device, "dry_run": args.dry_run, "runs": results}
-    Path(args.output).write_text(json.dumps(output, indent=2) + "\n")
     print(f"wrote {args.output}")
 
 

@@ -17,6 +17,7 @@ class TokenThroughput(L.Callback):
         self.peak_flops_per_device = peak_flops_per_device
         self._window_start: float | None = None
         self._window_tokens = 0
+        self._data_parallel_size = 1  # the ranks that read different batches; set when training starts
         self._flops_per_token: int | None = None
         # Tokens drawn from each training source (by index); kept on the batch's device, read when logged.
         self._source_tokens: torch.Tensor | None = None
@@ -33,6 +34,7 @@ class TokenThroughput(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Start the clock and work out the FLOPs per token once."""
+        self._data_parallel_size = data_parallel_size_and_rank(trainer)[0]
         datamodule = trainer.datamodule
         seq_len = getattr(datamodule, "seq_len", None)
         if seq_len is not None and hasattr(pl_module, "model_summary"):
@@ -60,7 +62,7 @@ class TokenThroughput(L.Callback):
     ) -> None:
         """Count tokens; every `log_every_n_steps` optimizer steps, log the rate over that window."""
         tokens = batch["tokens"] if isinstance(batch, dict) else batch
-        self._window_tokens += tokens.size(0) * (tokens.size(1) - 1) * data_parallel_size_and_rank(trainer)[0]
+        self._window_tokens += tokens.size(0) * (tokens.size(1) - 1) * self._data_parallel_size
         if isinstance(batch, dict) and self._source_names:
             self._count_source_tokens(batch)
         is_step_end = (batch_idx + 1) % trainer.accumulate_grad_batches == 0

@@ -140,6 +140,11 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 FUSED_QKV = ".attn.qkv."
+FUSED_QKV_RESUME_ERROR = (
+    "this checkpoint was written before the attention's fused qkv projection was split into q, k and v: "
+    "its optimizer state cannot be resumed. Start from its weights instead with --model.init_from PATH "
+    "(fresh optimizer and schedule)"
+)
 
 
 def split_fused_qkv(state_dict: dict[str, torch.Tensor]) -> bool:
@@ -162,11 +167,36 @@ def split_fused_qkv(state_dict: dict[str, torch.Tensor]) -> bool:
 
 
 class AtomicModelParallelStrategy(ModelParallelStrategy):
-    """Lightning's `ModelParallelStrategy` (FSDP2) with atomic sharded checkpoints.
+    """Lightning's `ModelParallelStrategy` (FSDP2, TP) with atomic sharded checkpoints.
 
     Every rank writes its shard into a temporary directory; once all are done, rank 0 renames it to the
     final name. A crash mid-save leaves only the temporary directory, which the next run deletes.
     """
+
+    def setup_environment(self) -> None:
+        """Resolve a lone "auto" size as the world size divided by the other size.
+
+        Lightning sets an "auto" data_parallel_size to the number of nodes even when tensor_parallel_size
+        is 1, so `data_parallel_size: auto, tensor_parallel_size: 1` would fail on one node of 8 GPUs.
+        """
+        world = self.num_nodes * self.num_processes
+        data_parallel, tensor_parallel = self._data_parallel_size, self._tensor_parallel_size
+        if data_parallel == "auto" and tensor_parallel != "auto":
+            self._data_parallel_size = world // int(tensor_parallel)
+        elif tensor_parallel == "auto" and data_parallel != "auto":
+            self._tensor_parallel_size = world // int(data_parallel)
+        super().setup_environment()
+
+    def load_checkpoint(self, checkpoint_path: _PATH, weights_only: bool | None = None) -> dict[str, Any]:
+        """Refuse, with advice, a sharded checkpoint saved with the old fused qkv projection."""
+        path = Path(checkpoint_path)
+        if path.is_dir():
+            from torch.distributed.checkpoint import FileSystemReader
+
+            keys = FileSystemReader(path).read_metadata().state_dict_metadata
+            if any(FUSED_QKV in key for key in keys):
+                raise ValueError(FUSED_QKV_RESUME_ERROR)
+        return super().load_checkpoint(checkpoint_path, weights_only)
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], filepath: _PATH, storage_options: Any = None

@@ -43,10 +43,11 @@ def _strategy_name(strategy: Any) -> str:
 
 
 def parallel_layout(strategy: Any, devices: int, num_nodes: int) -> tuple[int, int]:
-    """(data-parallel, tensor-parallel) sizes, resolving "auto" as Lightning's ModelParallelStrategy does."""
+    """(data-parallel, tensor-parallel) sizes, resolving "auto" as `AtomicModelParallelStrategy` does."""
     world = devices * num_nodes
-    if _strategy_name(strategy) != "fsdp2":
-        return world, 1
+    class_path = strategy.get("class_path", "") if isinstance(strategy, dict) else str(strategy or "")
+    if "modelparallel" not in class_path.lower():
+        return world, 1  # DDP, or Lightning's FSDP (v1): every rank is a data-parallel rank
     init_args = strategy.get("init_args", {}) if isinstance(strategy, dict) else {}
     data_parallel = init_args.get("data_parallel_size", "auto")
     tensor_parallel = init_args.get("tensor_parallel_size", "auto")

@@ -28,7 +28,7 @@ def total_grad_norm(parameters: Iterable[torch.Tensor]) -> torch.Tensor | None:
     for grads in by_mesh.values():
         norm = torch.nn.utils.get_total_norm(grads)
         if isinstance(norm, DTensor):
-            norm = norm.full_tensor()  # one all-reduce per mesh: the shards' partial norms combined
+            norm = norm.full_tensor()  # the shards' partial norms combined (one reduction per mesh dim)
         squares.append(norm.float() ** 2)
     return torch.stack(squares).sum().sqrt()
 

@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 from torchmetrics import MeanMetric
 
-from lit_pretrain.checkpointing import read_checkpoint, split_fused_qkv
+from lit_pretrain.checkpointing import FUSED_QKV_RESUME_ERROR, read_checkpoint, split_fused_qkv
 from lit_pretrain.data.manifest import check_fingerprints_match, fingerprint
 from lit_pretrain.gradients import clip_grad_norm_, total_grad_norm
 from lit_pretrain.model import GPT, ModelConfig, num_parameters, training_flops_per_token
@@ -83,6 +83,8 @@ class LitPretrain(L.LightningModule):
         self.val_source_names: list[str] = []
         self.tokens_seen = 0
         self.skipped_steps = 0
+        # Set in setup(): how many data-parallel ranks there are and which one this process is.
+        self.data_parallel_size, self.data_parallel_rank = 1, 0
         self._consecutive_skipped_steps = 0
         # Whether every micro-batch of the current optimizer step had a finite loss (a tensor: no sync).
         self._step_finite: torch.Tensor | None = None
@@ -128,6 +130,7 @@ class LitPretrain(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Refuse data the model cannot read, before any step runs."""
+        self.data_parallel_size, self.data_parallel_rank = data_parallel_size_and_rank(self.trainer)
         datamodule = getattr(self.trainer, "datamodule", None)
         data_vocab = getattr(datamodule, "vocab_size", None)
         if data_vocab is not None and data_vocab > self.config.vocab_size:
@@ -167,7 +170,7 @@ class LitPretrain(L.LightningModule):
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
         micro_batch = batch_idx % self.trainer.accumulate_grad_batches
         # Tensor-parallel ranks of one group draw alike: their replicated activations must stay identical.
-        seed_step(seed, self.trainer.global_step, micro_batch, data_parallel_size_and_rank(self.trainer)[1])
+        seed_step(seed, self.trainer.global_step, micro_batch, self.data_parallel_rank)
 
     def training_step(self, batch: torch.Tensor | dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Next-token cross-entropy on one micro-batch."""
@@ -175,9 +178,7 @@ class LitPretrain(L.LightningModule):
         finite = torch.isfinite(loss.detach())
         self._step_finite = finite if self._step_finite is None else self._step_finite & finite
         tokens = batch["tokens"] if isinstance(batch, dict) else batch
-        self.tokens_seen += (
-            (tokens.size(1) - 1) * tokens.size(0) * data_parallel_size_and_rank(self.trainer)[0]
-        )
+        self.tokens_seen += (tokens.size(1) - 1) * tokens.size(0) * self.data_parallel_size
         self.log("train/loss", loss, prog_bar=True)
         # The rate used by this step (a Python float: logging it costs no device sync).
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
@@ -236,15 +237,17 @@ class LitPretrain(L.LightningModule):
         """Log the global gradient norm, and clip by it when --trainer.gradient_clip_val is set.
 
         Lightning's own norm clipping fails when tensor parallelism puts parameters on different meshes.
+        Without norm clipping the norm is taken only on the steps that are logged (its reductions cost).
         """
-        if gradient_clip_algorithm == "value":
-            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
-            return
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
-        if gradient_clip_val:
+        by_norm = bool(gradient_clip_val) and gradient_clip_algorithm != "value"
+        norm = None
+        if by_norm:
             norm = clip_grad_norm_(parameters, gradient_clip_val)
-        else:
+        elif self.trainer._logger_connector.should_update_logs:  # Lightning's own "log this step?"
             norm = total_grad_norm(parameters)
+        if gradient_clip_val and not by_norm:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
         if norm is not None:  # None: a skipped step, whose gradients were dropped
             self.log("train/grad_norm", norm)
 
@@ -302,7 +305,7 @@ class LitPretrain(L.LightningModule):
                 datamodule.seq_len
                 * datamodule.micro_batch_size
                 * self.trainer.accumulate_grad_batches
-                * data_parallel_size_and_rank(self.trainer)[0]
+                * self.data_parallel_size
             )
             limits.append(math.ceil(self.hparams.max_tokens / tokens_per_step))
         if limits:
@@ -317,11 +320,7 @@ class LitPretrain(L.LightningModule):
 
     def _resume_fingerprint(self, datamodule: Any) -> dict[str, Any]:
         return resume_fingerprint(
-            self.config,
-            datamodule,
-            self.trainer.world_size,
-            data_parallel_size_and_rank(self.trainer)[0],
-            self.trainer.accumulate_grad_batches,
+            self.config, datamodule, self.data_parallel_size, self.trainer.accumulate_grad_batches
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -343,11 +342,7 @@ class LitPretrain(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         resuming = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
         if split_fused_qkv(checkpoint.get("state_dict", {})) and resuming:
-            raise ValueError(
-                "this checkpoint was written before the attention's fused qkv projection was split into "
-                "q, k and v: its optimizer state cannot be resumed. Start from its weights instead with "
-                "--model.init_from PATH (fresh optimizer and schedule)"
-            )
+            raise ValueError(FUSED_QKV_RESUME_ERROR)
         if resuming and "resume_fingerprint" in checkpoint:
             current = self._resume_fingerprint(datamodule)
             elastic = bool(getattr(datamodule, "elastic_resume", False))

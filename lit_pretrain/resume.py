@@ -13,19 +13,16 @@ import torch
 from lit_pretrain.model import ModelConfig
 
 # Keys that may differ only when the data loader resumes elastically (see docs/checkpoints.md).
-ELASTIC_KEYS = ("world_size", "data_parallel_size", "num_workers")
+# The model's sharding is not here: sharded checkpoints reshard on load, so only the data-parallel size
+# (which decides each rank's share of the data) matters; a tensor-parallel size may change freely.
+ELASTIC_KEYS = ("data_parallel_size", "num_workers")
 
 
 def resume_fingerprint(
-    config: ModelConfig,
-    datamodule: Any,
-    world_size: int,
-    data_parallel_size: int,
-    accumulate_grad_batches: int,
+    config: ModelConfig, datamodule: Any, data_parallel_size: int, accumulate_grad_batches: int
 ) -> dict[str, Any]:
     """Everything that must be the same for a resumed run to continue the interrupted one exactly."""
-    fingerprint: dict[str, Any] = {"model": asdict(config), "world_size": world_size}
-    fingerprint["data_parallel_size"] = data_parallel_size
+    fingerprint: dict[str, Any] = {"model": asdict(config), "data_parallel_size": data_parallel_size}
     fingerprint["accumulate_grad_batches"] = accumulate_grad_batches
     if datamodule is not None and hasattr(datamodule, "manifests"):
         fingerprint["data"] = {
@@ -67,7 +64,7 @@ def _comparable(value: Any) -> Any:
 def check_resume_fingerprint(saved: dict[str, Any], current: dict[str, Any], elastic: bool) -> list[str]:
     """Raise if the run differs from the checkpoint's in what decides its future; returns elastic changes.
 
-    A changed world size or worker count is allowed only with `elastic` (litdata then redistributes
+    A changed data-parallel size or worker count is allowed only with `elastic` (litdata then redistributes
     the rest of the epoch without repeating samples, but the order is no longer the uninterrupted one).
     """
     differences = fingerprint_differences(saved, current)
@@ -76,7 +73,8 @@ def check_resume_fingerprint(saved: dict[str, Any], current: dict[str, Any], ela
     if blocking:
         lines = "\n".join(f"  {key}: checkpoint {old!r}, now {new!r}" for key, (old, new) in blocking.items())
         hint = (
-            "\nWith a changed world size or worker count, pass --data.elastic_resume true to continue anyway."
+            "\nWith a changed data-parallel size or worker count, pass --data.elastic_resume true to continue "
+            "anyway."
             if any(k in ELASTIC_KEYS for k in blocking)
             else ""
         )

@@ -60,3 +60,16 @@ def test_gpu_benchmark_dry_run_on_cpu(tmp_path: Path):
     runs = {(r["model"], r["activation_checkpointing_every"]) for r in result["runs"]}
     assert runs == {("gpt2-debug", 0), ("gpt2-debug", 1), ("llama-debug", 0), ("llama-debug", 1)}
     assert all(r["tokens_per_second"] > 0 and r["tflops"] > 0 and r["mfu"] is None for r in result["runs"])
+
+
+def test_gpu_benchmark_runs_a_chosen_subset(tmp_path: Path):
+    result, _ = run_benchmark(
+        "gpu_throughput.py",
+        tmp_path,
+        "--dry-run",
+        "--models",
+        "llama-debug",
+        "--activation_checkpointing",
+        "off",
+    )
+    assert [(r["model"], r["activation_checkpointing_every"]) for r in result["runs"]] == [("llama-debug", 0)]

@@ -112,12 +112,12 @@ def test_resuming_on_other_data_names_the_dataset(small_corpus: Path, three_step
         main(fit_args(other, three_step_run, "--trainer.max_steps", "5", "--ckpt_path", "last"))
 
 
-def test_world_size_change_is_refused_unless_elastic():
-    saved = {"world_size": 1, "num_workers": 2, "seq_len": 32}
-    now = {"world_size": 2, "num_workers": 2, "seq_len": 32}
-    with pytest.raises(ValueError, match=r"world_size: checkpoint 1, now 2[\s\S]*elastic_resume"):
+def test_data_parallel_size_change_is_refused_unless_elastic():
+    saved = {"data_parallel_size": 1, "num_workers": 2, "seq_len": 32}
+    now = {"data_parallel_size": 2, "num_workers": 2, "seq_len": 32}
+    with pytest.raises(ValueError, match=r"data_parallel_size: checkpoint 1, now 2[\s\S]*elastic_resume"):
         check_resume_fingerprint(saved, now, elastic=False)
-    assert check_resume_fingerprint(saved, now, elastic=True) == ["world_size: 1 -> 2"]
+    assert check_resume_fingerprint(saved, now, elastic=True) == ["data_parallel_size: 1 -> 2"]
     with pytest.raises(ValueError, match="seq_len"):
         check_resume_fingerprint(saved, dict(now, seq_len=64), elastic=True)
 
@@ -265,3 +265,14 @@ def test_a_checkpoint_with_the_old_fused_qkv_loads_as_weights_but_does_not_resum
     with pytest.raises(ValueError, match="fused qkv projection .* --model.init_from PATH"):
         main(fit_args(small_corpus, tmp_path / "resumed", "--ckpt_path", str(old)))
     main(fit_args(small_corpus, tmp_path / "init", "--trainer.max_steps", "1", "--model.init_from", str(old)))
+
+
+def test_resuming_an_old_fused_qkv_sharded_checkpoint_is_a_clear_error(tmp_path: Path):
+    import torch.distributed.checkpoint as dcp
+
+    from lit_pretrain.checkpointing import AtomicModelParallelStrategy
+
+    old = tmp_path / "old-sharded.ckpt"
+    dcp.save({"state_dict": {"model.blocks.0.attn.qkv.weight": torch.zeros(4, 2)}}, checkpoint_id=old)
+    with pytest.raises(ValueError, match="fused qkv projection .* --model.init_from PATH"):
+        AtomicModelParallelStrategy().load_checkpoint(old)

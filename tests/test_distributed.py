@@ -154,7 +154,7 @@ def test_resuming_with_another_world_size_is_refused(small_corpus: Path, tmp_pat
     completed = subprocess.run(fit_command(resumed), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert completed.returncode != 0
     assert (
-        "world_size: checkpoint 1, now 2" in completed.stderr
+        "data_parallel_size: checkpoint 1, now 2" in completed.stderr
         and "--data.elastic_resume true" in completed.stderr
     )
 
@@ -175,3 +175,24 @@ def test_ddp_resume_of_a_weighted_mixture_with_workers_is_exact(tmp_path: Path):
     (expected,), (first, resumed) = step_losses(straight), step_losses(split)
     assert sorted(resumed) == [4, 5, 6, 7]
     assert {**first, **resumed} == expected, "rank 1's data reaches rank 0's loss through the gradients"
+
+
+@pytest.mark.slow
+def test_a_tensor_parallel_checkpoint_resumes_with_another_tensor_parallel_size(
+    small_corpus: Path, tmp_path: Path
+):
+    """The fingerprint holds the data-parallel size only: TP 2 on 2 processes resumes as TP 1 on 1."""
+    from tests.resume_runs import resume_args, run_fit, step_losses
+
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run_fit(resume_args(small_corpus, straight))
+    recipe = ("--config", "configs/trainer/cpu-tp.yaml", "--trainer.log_every_n_steps", "1")
+    run_fit(resume_args(small_corpus, split, *recipe, "--trainer.max_steps", "3"))
+    one_process = ("--trainer.devices", "1", "--trainer.strategy.init_args.tensor_parallel_size", "1")
+    run_fit(resume_args(small_corpus, split, *recipe, *one_process, "--ckpt_path", "last"))
+    (expected,), (first, resumed) = step_losses(straight), step_losses(split)
+    assert sorted(resumed) == [3, 4, 5]
+    losses = {**first, **resumed}
+    assert [losses[step] for step in range(6)] == pytest.approx(
+        [expected[step] for step in range(6)], abs=1e-5
+    )

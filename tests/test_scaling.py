@@ -98,6 +98,9 @@ def test_estimate_splits_blocks_further_with_tensor_parallelism():
         _config({"class_path": FSDP2, "init_args": {"tensor_parallel_size": 1}}), 8, "h100-sxm", 0.5, None
     )
     assert result["memory_per_device"]["activations_gib"] < fsdp["memory_per_device"]["activations_gib"]
+    assert estimate(_config("fsdp"), 8, "h100-sxm", 0.5, None)["tensor_parallel_size"] == 1, "FSDP v1: no TP"
+    lone_auto = {"class_path": FSDP2, "init_args": {"data_parallel_size": "auto", "tensor_parallel_size": 2}}
+    assert estimate(_config(lone_auto), 8, "h100-sxm", 0.5, None)["data_parallel_size"] == 4
     # Lightning's default for "auto" sizes: tensor parallel within the node, data parallel across nodes.
     assert estimate(_config({"class_path": FSDP2}), 4, "h100-sxm", 0.5, None)["tensor_parallel_size"] == 4
 

@@ -146,3 +146,19 @@ def test_sequence_longer_than_model_context_is_a_clear_error(small_corpus: Path,
 def test_generate_without_checkpoint_is_a_clear_error(tmp_path: Path):
     with pytest.raises(SystemExit, match="no checkpoint at"):
         main(["generate", "--checkpoint", str(tmp_path / "missing.ckpt"), "--prompt", "x"])
+
+
+@pytest.mark.parametrize(
+    ("clipping", "logged_steps"),
+    [
+        (("--trainer.gradient_clip_algorithm", "value"), [0, 1, 2, 3]),
+        # Without norm clipping the norm is only taken on the steps that are logged.
+        (("--trainer.gradient_clip_val", "null", "--trainer.log_every_n_steps", "2"), [1, 3]),
+    ],
+    ids=["value-clipping", "no-clipping"],
+)
+def test_grad_norm_is_logged_with_any_clipping(small_corpus: Path, tmp_path: Path, clipping, logged_steps):
+    main(fit_args(small_corpus, tmp_path, "--trainer.max_steps", "4", *clipping))
+    logged = scalars(tmp_path)
+    assert [step for step, _ in logged["train/grad_norm"]] == logged_steps
+    assert [step for step, _ in logged["train/loss"]] == logged_steps
