@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from lit_pretrain.checkpointing import read_checkpoint
+from tests.conftest import TEST_MODEL_OVERRIDES
 
 SCRIPT = Path(__file__).parent / "scripts" / "distributed_run.py"
 ROOT = SCRIPT.parents[2]
@@ -196,3 +197,17 @@ def test_a_tensor_parallel_checkpoint_resumes_with_another_tensor_parallel_size(
     assert [losses[step] for step in range(6)] == pytest.approx(
         [expected[step] for step in range(6)], abs=1e-5
     )
+
+
+def test_a_tensor_parallel_size_that_does_not_divide_the_heads_is_a_clear_error(
+    small_corpus: Path, tmp_path: Path
+):
+    from tests.resume_runs import fit_command
+    from tests.test_train import fit_args
+
+    overrides = json.dumps(dict(TEST_MODEL_OVERRIDES, n_kv_head=1))
+    args = fit_args(small_corpus, tmp_path, "--config", "configs/trainer/cpu-tp.yaml")
+    args += ["--model.model_overrides", overrides, "--trainer.max_steps", "1"]
+    completed = subprocess.run(fit_command(args), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert completed.returncode != 0
+    assert "tensor_parallel_size 2 must divide the model's n_kv_head (1)" in completed.stderr
