@@ -7,17 +7,9 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from tests.helpers.models import TEST_MODEL_OVERRIDES  # noqa: F401  (re-exported for fixtures)
 
-# A model small enough that a few training steps take seconds on one CPU core.
-TEST_MODEL_OVERRIDES = {
-    "vocab_size": 512,
-    "n_layer": 2,
-    "n_head": 4,
-    "n_kv_head": 2,
-    "n_embd": 64,
-    "block_size": 64,
-}
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session")

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers.paths import REPO_ROOT
 
 
 def run_benchmark(script: str, tmp_path: Path, *args: str) -> tuple[dict, str]:
     """Run benchmarks/`script` with `args` and `--output`; returns its JSON and its printed table."""
     output = tmp_path / "result.json"
-    command = [sys.executable, str(ROOT / "benchmarks" / script), "--output", str(output), *args]
+    command = [sys.executable, str(REPO_ROOT / "benchmarks" / script), "--output", str(output), *args]
     completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-2000:]
     return json.loads(output.read_text()), completed.stdout

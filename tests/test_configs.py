@@ -9,8 +9,8 @@ import yaml
 
 from lit_pretrain.cli import main
 from lit_pretrain.model import available_models
+from tests.helpers.paths import CONFIGS
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 ALL_YAML = sorted(CONFIGS.rglob("*.yaml"))
 
 

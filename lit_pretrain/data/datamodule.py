@@ -16,7 +16,7 @@ from litdata.utilities.env import _DistributedEnv
 from torch.utils.data import DataLoader, Dataset
 
 from lit_pretrain.data.manifest import TOKENIZER_NAME, check_fingerprints_match, fingerprint, read_manifest
-from lit_pretrain.parallelize import data_parallel_size_and_rank
+from lit_pretrain.parallel.apply import data_parallel_size_and_rank
 
 
 @dataclass(frozen=True)
