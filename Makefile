@@ -18,7 +18,7 @@ help:
 	@echo "make test       install if needed and run the fast test suite"
 	@echo "make test-slow  run the tests marked slow"
 	@echo "make data       prepare the built-in python-stdlib corpus into $(DATA_DIR)"
-	@echo "make lint       ruff check and format check"
+	@echo "make lint       ruff check and format check, import layers (import-linter)"
 	@echo "make bench-prepare  prepare throughput vs the bare tokenizer, DataLoader tokens/s"
 	@echo "make bench-overhead lit-pretrain fit step time vs a bare PyTorch loop"
 
@@ -87,6 +87,7 @@ bench-overhead: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: install
 	$(VENV)/bin/ruff check --fix .

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lit_pretrain.model import ModelConfig, training_flops_per_token  # noqa: E402
-from lit_pretrain.parallel.apply import ParallelConfig  # noqa: E402
+from lit_pretrain.parallel.config import ParallelConfig  # noqa: E402
 from lit_pretrain.training.module import LitPretrain  # noqa: E402
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}

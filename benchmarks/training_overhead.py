@@ -33,7 +33,7 @@ from lit_pretrain.cli.fit import run_lightning_cli  # noqa: E402
 from lit_pretrain.data.datamodule import PretrainDataModule  # noqa: E402
 from lit_pretrain.data.prepare import prepare  # noqa: E402
 from lit_pretrain.model import GPT, ModelConfig  # noqa: E402
-from lit_pretrain.training.module import warmup_cosine  # noqa: E402
+from lit_pretrain.optim.schedules import warmup_cosine  # noqa: E402
 
 SEED = 1337
 LEARNING_RATE, MIN_LR, WARMUP, WEIGHT_DECAY, CLIP = 2e-3, 2e-4, 40, 0.1, 1.0

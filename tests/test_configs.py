@@ -75,3 +75,51 @@ def test_cli_help_and_unknown_command(capsys):
     assert "prepare" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="unknown command 'train'"):
         main(["train"])
+
+
+# Which top-level keys each config group may write: a group never writes another group's keys.
+GROUP_KEYS = {
+    "model": {"model"},
+    "data": {"data"},
+    "trainer": {"trainer"},
+    "parallel": {"model"},  # only model.parallel, checked below
+    "prepare": None,  # prepare's own options
+    "experiment": None,  # an experiment says what one run changes, across groups
+}
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in ALL_YAML if p.parent != CONFIGS], ids=lambda p: str(p.relative_to(CONFIGS))
+)
+def test_a_group_writes_only_its_own_keys(path: Path):
+    group = path.parent.name
+    assert group in GROUP_KEYS, f"{group}/ is not a known config group: add it to GROUP_KEYS and docs"
+    content = yaml.safe_load(path.read_text())
+    if GROUP_KEYS[group] is not None:
+        assert set(content) <= GROUP_KEYS[group], (
+            f"{path.name} writes {sorted(set(content) - GROUP_KEYS[group])}"
+        )
+    if group == "parallel":
+        assert set(content["model"]) == {"parallel"}, f"{path.name} writes model keys other than parallel"
+    if group == "model":
+        assert "parallel" not in content["model"], (
+            f"{path.name}: parallel settings belong in configs/parallel/"
+        )
+
+
+def test_trainer_recipes_leave_the_shared_defaults_to_the_cli(capsys):
+    """The keys every trainer recipe would repeat come from the CLI's defaults instead."""
+    shared = {"gradient_clip_val", "num_sanity_val_steps", "check_val_every_n_epoch"}
+    for path in sorted((CONFIGS / "trainer").glob("*.yaml")):
+        assert not shared & set(yaml.safe_load(path.read_text())["trainer"]), path.name
+    printed = print_config(["fit", "--config", str(CONFIGS / "trainer" / "cpu.yaml")], capsys)["trainer"]
+    assert printed["gradient_clip_val"] == 1.0 and printed["num_sanity_val_steps"] == 0
+    assert printed["check_val_every_n_epoch"] is None and printed["log_every_n_steps"] == 10
+
+
+def test_the_usage_lists_every_verb_of_the_table(capsys):
+    from lit_pretrain.cli import COMMANDS
+
+    main(["--help"])
+    out = capsys.readouterr().out
+    assert all(f"lit-pretrain {example}" in out for _, _, example in COMMANDS.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -9,6 +10,11 @@ import threading
 from typing import Any
 
 import lightning as L
+
+from lit_pretrain.checkpoint.retention import RetainingCheckpoint
+from lit_pretrain.optim.accumulation import ends_optimizer_step
+
+log = logging.getLogger(__name__)
 
 
 class Preemption(L.Callback):
@@ -22,13 +28,13 @@ class Preemption(L.Callback):
         self.requeue = requeue
         self.received: int | None = None
         self._previous_handlers: dict[int, Any] = {}
-        self._trainer: L.Trainer | None = None
+        self._running_trainer: L.Trainer | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Install the handlers (Lightning installed its own just before; these replace them)."""
         if threading.current_thread() is not threading.main_thread():
             return  # signals can only be handled on the main thread
-        self._trainer = trainer
+        self._running_trainer = trainer
         self.received = None
         for signum in (signal.SIGTERM, signal.SIGINT):
             self._previous_handlers[signum] = signal.getsignal(signum)
@@ -41,11 +47,10 @@ class Preemption(L.Callback):
         self.received = signum
         if first:
             name = signal.Signals(signum).name
-            print(
-                f"\n[preemption] received {name}: saving a checkpoint after this step, then stopping",
-                flush=True,
+            log.info("received %s: saving a checkpoint after this step, then stopping", name)
+            launcher = (
+                getattr(self._running_trainer.strategy, "launcher", None) if self._running_trainer else None
             )
-            launcher = getattr(self._trainer.strategy, "launcher", None) if self._trainer else None
             if launcher is not None and hasattr(launcher, "kill"):
                 launcher.kill(signum)  # the processes this one started (DDP ranks) stop with it
 
@@ -53,7 +58,7 @@ class Preemption(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """At the end of an optimizer step, if a signal came (on any rank), save and stop."""
-        if (batch_idx + 1) % trainer.accumulate_grad_batches != 0:
+        if not ends_optimizer_step(batch_idx, trainer.accumulate_grad_batches):
             return
         stop = self.received is not None
         if trainer.world_size > 1:
@@ -63,26 +68,25 @@ class Preemption(L.Callback):
         path = self._save(trainer)
         trainer.should_stop = True
         if trainer.is_global_zero:
-            print(
-                f"[preemption] saved {path} at step {trainer.global_step}; stopping. "
-                "Resume with the same command and --ckpt_path last",
-                flush=True,
+            log.info(
+                "saved %s at step %d; stopping. Resume with the same command and --ckpt_path last",
+                path,
+                trainer.global_step,
             )
             if self.requeue and "SLURM_JOB_ID" in os.environ:
                 job = os.environ["SLURM_JOB_ID"]
                 result = subprocess.run(["scontrol", "requeue", job], check=False)
-                print(f"[preemption] scontrol requeue {job}: exit code {result.returncode}", flush=True)
+                log.info("scontrol requeue %s: exit code %d", job, result.returncode)
 
     @staticmethod
     def _save(trainer: L.Trainer) -> str:
         callback = trainer.checkpoint_callback
-        if callback is None:
-            raise RuntimeError("preempted but the run has no checkpoint callback to save with")
-        if callback._last_global_step_saved != trainer.global_step:
-            candidates = callback._monitor_candidates(trainer)
-            callback._save_topk_checkpoint(trainer, candidates)
-            callback._save_last_checkpoint(trainer, candidates)
-        return callback._last_checkpoint_saved
+        if not isinstance(callback, RetainingCheckpoint):
+            raise RuntimeError(
+                "preempted but the run has no RetainingCheckpoint callback to save with "
+                f"(its checkpoint callback is {type(callback).__name__})"
+            )
+        return callback.save_now(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Put back the handlers this callback replaced (before Lightning restores its own originals)."""
@@ -98,4 +102,4 @@ class Preemption(L.Callback):
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
         self._previous_handlers.clear()
-        self._trainer = None
+        self._running_trainer = None

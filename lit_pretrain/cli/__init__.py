@@ -1,58 +1,75 @@
-"""`lit-pretrain`: prepare data, train (fit/validate through LightningCLI) and generate text."""
+"""`lit-pretrain VERB ...`: a table of verbs, each a module of lit_pretrain.cli with a `main(argv)`.
+
+Every verb follows one convention for user errors (a missing file, a bad value, a checkpoint that does
+not exist): one line `lit-pretrain VERB: error: ...` on stderr and exit status 1. A traceback is printed only for
+bugs, or for every error with LIT_PRETRAIN_DEBUG=1.
+"""
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 
-USAGE = """usage: lit-pretrain COMMAND [options]
+# verb -> (module under lit_pretrain.cli, one-line description, example)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "prepare": (
+        "prepare",
+        "turn raw text into tokenized litdata shards",
+        "prepare INPUT... --output_dir DIR",
+    ),
+    "fit": ("fit", "pre-train", "fit --config configs/tiny.yaml"),
+    "validate": ("fit", "evaluate on the validation split", "validate --config ... [--ckpt_path PATH]"),
+    "data": ("data", "look inside a prepared dataset", "data inspect DIR"),
+    "generate": ("generate", "sample text from a checkpoint", "generate --checkpoint PATH --prompt TEXT"),
+    "estimate": (
+        "estimate",
+        "memory, FLOPs and time of a run, no GPU needed",
+        "estimate --config ... [--gpu h100-sxm]",
+    ),
+}
+# Exceptions that mean "the input is wrong", not "the code is wrong".
+USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, ValueError)
+DEBUG_ENV = "LIT_PRETRAIN_DEBUG"
 
-commands:
-  prepare   turn raw text into tokenized litdata shards:  lit-pretrain prepare INPUT... --output_dir DIR
-  fit       pre-train:                                   lit-pretrain fit --config configs/tiny.yaml
-  validate  evaluate on the validation split:            lit-pretrain validate --config ... [--ckpt_path PATH]
-  data      look inside a prepared dataset:              lit-pretrain data inspect DIR
-  generate  sample text from a checkpoint:               lit-pretrain generate --checkpoint PATH --prompt TEXT
-  estimate  memory, FLOPs and time of a run, no GPU needed: lit-pretrain estimate --config ... [--gpu h100-sxm]
 
-`lit-pretrain COMMAND --help` lists a command's options."""
+def usage() -> str:
+    """The verbs, generated from the table."""
+    width = max(map(len, COMMANDS))
+    lines = [
+        f"  {verb:<{width}}  {description}:  lit-pretrain {example}"
+        for verb, (_, description, example) in COMMANDS.items()
+    ]
+    return (
+        "usage: lit-pretrain COMMAND [options]\n\ncommands:\n"
+        + "\n".join(lines)
+        + "\n\n`lit-pretrain COMMAND --help` lists a command's options."
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Dispatch to the command named first on the command line."""
+    """Dispatch to the verb named first on the command line."""
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        print(usage())
         return
-    command, rest = argv[0], argv[1:]
-    if command in ("fit", "validate", "generate"):
-        from lit_pretrain.cli.environment import check_lightning_imports
+    verb, rest = argv[0], argv[1:]
+    if verb not in COMMANDS:
+        sys.exit(f"lit-pretrain: unknown command {verb!r}\n\n{usage()}")
+    from lit_pretrain.cli.environment import check_lightning_imports
+    from lit_pretrain.cli.logs import configure_logging
 
-        check_lightning_imports()
-    if command == "prepare":
-        from lit_pretrain.cli.prepare import main as prepare_main
-
-        prepare_main(rest)
-    elif command == "data":
-        from lit_pretrain.cli.data import main as data_main
-
-        data_main(rest)
-    elif command == "estimate":
-        from lit_pretrain.experiments.estimate import main as estimate_main
-
-        estimate_main(rest)
-    elif command == "generate":
-        from lit_pretrain.cli.generate import main as generate_main
-
-        generate_main(rest)
-    elif command in ("fit", "validate"):
-        from lit_pretrain.cli.fit import run_lightning_cli
-
-        # LightningCLI reads sys.argv itself; passing it again as args makes it warn.
-        run_lightning_cli(None if from_command_line else argv)
-    else:
-        sys.exit(f"lit-pretrain: unknown command {command!r}\n\n{USAGE}")
-
-
-if __name__ == "__main__":
-    main()
+    check_lightning_imports()
+    configure_logging()
+    module = importlib.import_module(f"lit_pretrain.cli.{COMMANDS[verb][0]}")
+    try:
+        if module.__name__ == "lit_pretrain.cli.fit":
+            # LightningCLI reads sys.argv itself; passing it again as args makes it warn.
+            module.main(None if from_command_line else argv)
+        else:
+            module.main(rest)
+    except USER_ERRORS as err:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        raise SystemExit(f"lit-pretrain {verb}: error: {err}") from err

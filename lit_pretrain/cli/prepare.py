@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import types
+import typing
 from typing import Any
 
+import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
+from lit_pretrain.data.dedup import DedupConfig
+from lit_pretrain.data.filters import FilterConfig
+from lit_pretrain.data.manifest import summary_lines
 from lit_pretrain.data.prepare import prepare
+
+# What a boolean option accepts as its value (YAML 1.1, as jsonargparse reads it), in any case.
+BOOL_WORDS = frozenset({"true", "false", "yes", "no", "on", "off"})
+# Options whose value, if any, is attached with `=` (`--print_config=skip_null`).
+ATTACHED_VALUE_ONLY = ("--print_config",)
 
 
 def build_parser() -> ArgumentParser:
@@ -50,22 +61,24 @@ def build_parser() -> ArgumentParser:
         "--val_inputs",
         type=list[str],
         default=[],
-        help="inputs used only for validation, each a named source",
+        help="inputs used only for validation, each a named source: --val_inputs held.jsonl, repeated "
+        "for more, or a YAML list '[a.jsonl, b.jsonl]'",
     )
     parser.add_argument(
         "--bos_token", type=str | None, default=None, help="also start every document with this token"
     )
     parser.add_argument(
         "--filters",
-        type=dict[str, Any] | None,
-        default=None,
-        help="cleaning and quality filter settings (see docs/data.md), e.g. '{max_chars: 100000}'",
+        type=FilterConfig,
+        default=FilterConfig(),
+        help="cleaning and quality filters, null switches one off (docs/data.md): --filters.NAME VALUE, "
+        "or a YAML mapping --filters '{NAME: VALUE, ...}'",
     )
     parser.add_argument(
         "--dedup",
-        type=dict[str, Any] | None,
-        default=None,
-        help="deduplication settings, e.g. '{near: true}'",
+        type=DedupConfig,
+        default=DedupConfig(),
+        help="deduplication (docs/data.md): --dedup.NAME VALUE, or --dedup '{NAME: VALUE, ...}'",
     )
     parser.add_argument(
         "--num_workers",
@@ -74,36 +87,99 @@ def build_parser() -> ArgumentParser:
         help="tokenizer threads (the Rust tokenizer encodes batches in parallel); default: all cores",
     )
     parser.add_argument("--chunk_tokens", type=int, default=2**21, help="tokens per litdata chunk file")
-    parser.add_argument("--overwrite", type=bool, default=False, help="replace an existing output_dir")
+    parser.add_argument(
+        "--overwrite", type=bool, default=False, help="replace an existing output_dir (alone: true)"
+    )
     return parser
 
 
-FLAGS_WITHOUT_VALUE = ("-h", "--help", "--print_config")
+def rewrite_argv(parser: ArgumentParser, argv: list[str]) -> list[str]:
+    """`argv` in the form jsonargparse parses, for what it would refuse or misread.
 
+    - Bare words are inputs: `INPUT... --opt v` becomes `--opt v --inputs [INPUT...]`. A positional
+      argument would always override `inputs` from --config (even when empty), so bare words are passed
+      as `--inputs` only when there are some (added to an `--inputs` given too).
+    - A boolean option stands alone as true: `--overwrite --output_dir x` is `--overwrite true ...`.
+    - A list option takes one item as well as a YAML list, and repeating it adds items:
+      `--val_inputs a.jsonl --val_inputs b.jsonl` is `--val_inputs '["a.jsonl"]' --val_inputs+ b.jsonl`.
 
-def positionals_to_inputs(argv: list[str]) -> list[str]:
-    """Rewrite `INPUT... --opt v` as `--opt v --inputs [INPUT...]`.
-
-    A positional argument would always override `inputs` from --config (even when empty), so bare
-    arguments are collected here and passed as `--inputs` only when there are some.
+    Which options take a value, and of what kind, is read from `parser`.
     """
-    options, positionals, index = [], [], 0
+    kinds = _option_kinds(parser)
+    options: list[str] = []
+    positionals: list[str] = []
+    given_lists: set[str] = set()
+    index = 0
     while index < len(argv):
         token = argv[index]
-        if token.startswith("-"):
-            takes_value = "=" not in token and token not in FLAGS_WITHOUT_VALUE
-            options.extend(argv[index : index + 2] if takes_value else [token])
-            index += 2 if takes_value else 1
-        else:
+        index += 1
+        if not token.startswith("-"):
             positionals.append(token)
+            continue
+        option, attached, value = token.partition("=")
+        kind = kinds.get(option, "value")
+        if attached:
+            options.extend(_list_option(option, value, given_lists) if kind == "list" else [token])
+        elif kind == "flag":
+            options.append(token)
+        elif kind == "bool":
+            following = argv[index] if index < len(argv) else None
+            given = following is not None and following.lower() in BOOL_WORDS
+            options.extend([token, following if given else "true"])
+            index += int(given)
+        elif index == len(argv):
+            options.append(token)  # the parser says what is missing
+        else:
+            value = argv[index]
             index += 1
-    return options + (["--inputs", json.dumps(positionals)] if positionals else [])
+            options.extend(_list_option(option, value, given_lists) if kind == "list" else [token, value])
+    if positionals:
+        options.extend(_list_option("--inputs", json.dumps(positionals), given_lists))
+    return options
+
+
+def _option_kinds(parser: ArgumentParser) -> dict[str, str]:
+    """For each option string: "flag" (no value), "bool", "list" (of items) or "value"."""
+    kinds = {}
+    for option, action in parser._option_string_actions.items():
+        # jsonargparse keeps an argument's type on its action; options without one take a plain value.
+        typehint = _without_none(getattr(action, "_typehint", None))
+        if action.nargs == 0 or option in ATTACHED_VALUE_ONLY:
+            kinds[option] = "flag"
+        elif typehint is bool:
+            kinds[option] = "bool"
+        elif typing.get_origin(typehint) is list and not option.endswith("+"):
+            kinds[option] = "list"
+        else:
+            kinds[option] = "value"
+    return kinds
+
+
+def _without_none(typehint: Any) -> Any:
+    """`X` for `X | None`; other types unchanged."""
+    if typing.get_origin(typehint) in (typing.Union, types.UnionType):
+        rest = [arg for arg in typing.get_args(typehint) if arg is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return typehint
+
+
+def _list_option(option: str, value: str, given_lists: set[str]) -> list[str]:
+    """A list option's arguments: a YAML list is kept, a bare word is one item; a repeat appends."""
+    try:
+        is_list = isinstance(yaml.safe_load(value), list)
+    except yaml.YAMLError:
+        is_list = False
+    if option not in given_lists:
+        given_lists.add(option)
+        return [option, value if is_list else json.dumps([value])]
+    return [option + "+", value]
 
 
 def main(argv: list[str]) -> None:
-    """Parse `argv` and run prepare."""
+    """Parse `argv`, run prepare, print the summary table."""
     parser = build_parser()
-    args = parser.parse_args(positionals_to_inputs(argv))
+    args = parser.parse_args(rewrite_argv(parser, argv))
     if not args.inputs:
         parser.error("name at least one input (a file, directory, glob, or python-stdlib)")
     if args.num_workers is not None:
@@ -111,23 +187,23 @@ def main(argv: list[str]) -> None:
             parser.error(f"--num_workers must be at least 1, got {args.num_workers}")
         # Read by the tokenizer's thread pool when it first starts, which is after this point.
         os.environ["RAYON_NUM_THREADS"] = str(args.num_workers)
-    try:
-        prepare(
-            inputs=args.inputs,
-            output_dir=args.output_dir,
-            tokenizer=args.tokenizer,
-            vocab_size=args.vocab_size,
-            eos_token=args.eos_token,
-            val_fraction=args.val_fraction,
-            max_documents_per_source=args.max_documents_per_source,
-            chunk_tokens=args.chunk_tokens,
-            overwrite=args.overwrite,
-            text_field=args.text_field,
-            id_field=args.id_field,
-            bos_token=args.bos_token,
-            val_inputs=args.val_inputs,
-            filters=args.filters,
-            dedup=args.dedup,
-        )
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        raise SystemExit(f"lit-pretrain prepare: error: {err}") from err
+    # The dataclass options are namespaces until instantiated; invalid values raise ValueError here.
+    args = parser.instantiate(args) if hasattr(parser, "instantiate") else parser.instantiate_classes(args)
+    manifest = prepare(
+        inputs=args.inputs,
+        output_dir=args.output_dir,
+        tokenizer=args.tokenizer,
+        vocab_size=args.vocab_size,
+        eos_token=args.eos_token,
+        val_fraction=args.val_fraction,
+        max_documents_per_source=args.max_documents_per_source,
+        chunk_tokens=args.chunk_tokens,
+        overwrite=args.overwrite,
+        text_field=args.text_field,
+        id_field=args.id_field,
+        bos_token=args.bos_token,
+        val_inputs=args.val_inputs,
+        filters=args.filters,
+        dedup=args.dedup,
+    )
+    print("\n".join(summary_lines(manifest)))

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from litdata import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset
 from litdata.streaming.item_loader import TokensLoader
-from litdata.utilities.env import _DistributedEnv
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from lit_pretrain._compat.litdata import WorkerCountResumingDataset, data_parallel_env
+from lit_pretrain.data.distributed import data_parallel_size_and_rank
 from lit_pretrain.data.manifest import TOKENIZER_NAME, check_fingerprints_match, fingerprint, read_manifest
-from lit_pretrain.parallel.apply import data_parallel_size_and_rank
+from lit_pretrain.data.streaming import ConsumedStateLoader, TagWithSource, WindowsByIndex
 
 
 @dataclass(frozen=True)
@@ -33,39 +31,38 @@ class SourceShards:
         return self.data_dir / split / self.name
 
 
-class TagWithSource:
-    """litdata transform: attach the index of the source a window came from (picklable for workers)."""
+@dataclass(frozen=True)
+class DataSpec:
+    """What the training side needs to know about the data, as one typed value."""
 
-    def __init__(self, index: int) -> None:
-        self.index = index
+    data_dirs: tuple[Path, ...]
+    vocab_size: int
+    seq_len: int
+    micro_batch_size: int
+    num_workers: int
+    seed: int
+    elastic_resume: bool
+    source_weights: dict[str, float]
+    train_tokens: dict[str, int]  # training sources, in mixing order
+    val_sources: tuple[str, ...]
+    manifest: dict[str, Any]
+    tokenizer_json: str
 
-    def __call__(self, tokens: torch.Tensor) -> dict[str, Any]:
-        return {"tokens": tokens, "source": self.index}
+    @property
+    def data_dir(self) -> Path:
+        """The first dataset directory (whose tokenizer checkpoints store)."""
+        return self.data_dirs[0]
+
+    @property
+    def train_sources(self) -> tuple[str, ...]:
+        """Names of the sources training draws from, in the order of the batch's `source` index."""
+        return tuple(self.train_tokens)
 
 
-class WorkerExactStreamingDataset(StreamingDataset):
-    """A `StreamingDataset` that resumes each data worker at the number of samples it really gave.
-
-    litdata saves one count per source and, on resume, assumes the workers took turns batch by batch.
-    In a weighted mixture each worker draws its sources at random, so the workers' shares differ; the
-    loader sets `samples_per_worker` from the per-worker counts it saved, and the resume uses them.
-    """
-
-    samples_per_worker: dict[int, int] | None = None
-
-    def _resume(self, workers_chunks: list[list[int]], workers_intervals: list[Any]) -> None:
-        if not self.samples_per_worker:
-            super()._resume(workers_chunks, workers_intervals)
-            return
-        import litdata.streaming.dataset as litdata_dataset
-
-        # litdata estimates each worker's count in this one function; answer with the real counts.
-        estimate = litdata_dataset._replay_sampling
-        litdata_dataset._replay_sampling = lambda *_: dict(self.samples_per_worker)
-        try:
-            super()._resume(workers_chunks, workers_intervals)
-        finally:
-            litdata_dataset._replay_sampling = estimate
+def data_spec(trainer: L.Trainer | None) -> DataSpec | None:
+    """The spec of the trainer's `PretrainDataModule`, or None when it trains on other data."""
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    return datamodule.spec() if isinstance(datamodule, PretrainDataModule) else None
 
 
 def accumulation_steps(global_batch_size: int, micro_batch_size: int, data_parallel_size: int) -> int:
@@ -80,73 +77,6 @@ def accumulation_steps(global_batch_size: int, micro_batch_size: int, data_paral
     return global_batch_size // per_pass
 
 
-class WindowsByIndex(Dataset):
-    """A `StreamingDataset` read by index, as a map-style dataset (for samplers that split by index)."""
-
-    def __init__(self, dataset: StreamingDataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> Any:
-        return self.dataset[index]
-
-
-class ConsumedStateLoader(StreamingDataLoader):
-    """A `StreamingDataLoader` whose `state_dict` counts the batches training consumed, not those fetched.
-
-    Lightning fetches one batch ahead of the training step. litdata counts that batch as drawn, so a
-    checkpoint saved after step k would resume at batch k + 2 and skip one. This loader remembers its
-    state after each batch it hands out; `mark_consumed` (called as each batch reaches the training
-    step) moves the saved state forward by one batch.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._pending_states: deque[dict[str, Any]] = deque()
-        self._consumed_state: dict[str, Any] | None = None
-
-    def __iter__(self) -> Iterator[Any]:
-        """Batches, as litdata yields them, remembering the state after each."""
-        self._pending_states.clear()
-        self._consumed_state = None
-        for batch in super().__iter__():
-            self._pending_states.append(super().state_dict())
-            yield batch
-
-    def mark_consumed(self) -> None:
-        """The oldest batch handed out has reached the training step."""
-        if self._pending_states:
-            self._consumed_state = self._pending_states.popleft()
-
-    def state_dict(self) -> dict[str, Any]:
-        """The state after the last consumed batch (the live state when none is fetched ahead)."""
-        if self._pending_states and self._consumed_state is not None:
-            return self._consumed_state
-        return super().state_dict()
-
-    def load_state_dict(self, obj: dict[str, Any]) -> None:
-        """Restore a saved position (forgetting any remembered states)."""
-        self._pending_states.clear()
-        self._consumed_state = None
-        # litdata checks the saved layout against the process group's; under tensor parallelism the
-        # datasets' data-parallel layout is the one that counts, so that is what detection answers.
-        datasets = getattr(self.dataset, "_datasets", [self.dataset])
-        layout = datasets[0].distributed_env
-        detect = _DistributedEnv.__dict__["detect"]
-        _DistributedEnv.detect = classmethod(lambda cls: layout)
-        try:
-            super().load_state_dict(obj)
-        finally:
-            _DistributedEnv.detect = detect
-        if isinstance(self.dataset, CombinedStreamingDataset):
-            per_worker = obj.get("num_samples_yielded", {})
-            for index, dataset in enumerate(self.dataset._datasets):
-                if isinstance(dataset, WorkerExactStreamingDataset):
-                    dataset.samples_per_worker = {int(w): counts[index] for w, counts in per_worker.items()}
-
-
 class PretrainDataModule(L.LightningDataModule):
     """Windows of `seq_len + 1` tokens (inputs and shifted targets) from one or more `prepare` outputs.
 
@@ -158,7 +88,7 @@ class PretrainDataModule(L.LightningDataModule):
         self,
         data_dir: str | list[str] = "data/python-stdlib",
         weights: dict[str, float] | None = None,
-        seq_len: int = 256,
+        seq_len: int | None = None,
         micro_batch_size: int = 8,
         val_batch_size: int | None = None,
         num_workers: int = 0,
@@ -166,13 +96,17 @@ class PretrainDataModule(L.LightningDataModule):
         elastic_resume: bool = False,
         global_batch_size: int | None = None,
     ) -> None:
-        """`global_batch_size` (sequences per optimizer step, over all processes) sets the gradient
+        """`seq_len` is the tokens per sequence (`lit-pretrain fit` makes it the model's block_size when unset).
+
+        `global_batch_size` (sequences per optimizer step, over all processes) sets the gradient
         accumulation: global / (micro_batch_size x data-parallel processes), which must divide evenly.
 
         `elastic_resume` lets a checkpoint resume with another world size or worker count (see
         docs/checkpoints.md): litdata spreads the rest of the epoch over the new workers without repeats.
         """
         super().__init__()
+        if seq_len is None:  # `lit-pretrain fit` fills it from the model's block_size
+            raise ValueError("--data.seq_len is not set: give the number of tokens per training sequence")
         if seq_len < 1 or micro_batch_size < 1:
             raise ValueError(
                 f"seq_len and micro_batch_size must be positive, got {seq_len} and {micro_batch_size}"
@@ -237,6 +171,23 @@ class PretrainDataModule(L.LightningDataModule):
                 )
         return sources
 
+    def spec(self) -> DataSpec:
+        """This data as the training side sees it (reads the manifests; checks them)."""
+        return DataSpec(
+            data_dirs=tuple(self.data_dirs),
+            vocab_size=self.vocab_size,
+            seq_len=self.seq_len,
+            micro_batch_size=self.micro_batch_size,
+            num_workers=self.num_workers,
+            seed=self.seed,
+            elastic_resume=self.elastic_resume,
+            source_weights=self.source_weights(),
+            train_tokens={s.name: s.train_tokens for s in self.train_sources},
+            val_sources=tuple(s.name for s in self.val_sources),
+            manifest=self.manifest,
+            tokenizer_json=self.tokenizer_json(),
+        )
+
     def _window_count(self, tokens: int) -> int:
         return tokens // (self.seq_len + 1)
 
@@ -291,7 +242,7 @@ class PretrainDataModule(L.LightningDataModule):
             )
 
     def _dataset(self, source: SourceShards, index: int, split: str, shuffle: bool) -> StreamingDataset:
-        dataset = WorkerExactStreamingDataset(
+        dataset = WorkerCountResumingDataset(
             input_dir=str(source.split_dir(split).resolve()),
             item_loader=TokensLoader(block_size=self.seq_len + 1),
             shuffle=shuffle,
@@ -304,7 +255,7 @@ class PretrainDataModule(L.LightningDataModule):
             # the same windows, so it is told the data-parallel layout instead.
             size, rank = data_parallel_size_and_rank(self.trainer)
             num_nodes = self.trainer.num_nodes if size % self.trainer.num_nodes == 0 else 1
-            dataset.distributed_env = _DistributedEnv(size, rank, num_nodes)
+            dataset.distributed_env = data_parallel_env(size, rank, num_nodes)
         return dataset
 
     def train_dataloader(self) -> StreamingDataLoader:

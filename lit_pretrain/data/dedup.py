@@ -30,10 +30,12 @@ import functools
 import hashlib
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from lit_pretrain.data.options import dataclass_from_dict
 
 # Every character for which `str.isspace()` holds, split into the ASCII ones (handled byte-wise) and the
 # others (rare, so replaced only when a search finds them).
@@ -60,7 +62,17 @@ _MAX_KEPT_SCRATCH_BYTES = 1 << 24
 
 @dataclass
 class DedupConfig:
-    """Which deduplication to run and the MinHash-LSH parameters of the near-duplicate pass."""
+    """Which deduplication to run and the MinHash-LSH parameters of the near-duplicate pass.
+
+    Attributes:
+        exact: drop a document whose normalized text (NFC, lower case, no whitespace) hashes like an
+            earlier one.
+        near: MinHash-LSH near-duplicate detection (slower than exact).
+        ngram_size: words per shingle of the near-duplicate pass.
+        num_bands: LSH bands; the threshold is about (1/num_bands)^(1/rows_per_band).
+        rows_per_band: MinHash rows per LSH band.
+        seed: seed of the MinHash permutations.
+    """
 
     exact: bool = True
     # Off by default: MinHash costs far more than hashing the normalised text (the pipeline reports it apart).
@@ -87,15 +99,7 @@ class DedupConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> DedupConfig:
         """A config from a mapping (e.g. a YAML section), rejecting keys that are not fields."""
-        if not isinstance(values, Mapping):
-            raise ValueError(f"dedup options must be a mapping of option to value, got {values!r}")
-        known = {field.name for field in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown dedup option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
-        return cls(**values)
+        return dataclass_from_dict(cls, values, "dedup")
 
     @property
     def num_permutations(self) -> int:

@@ -16,9 +16,11 @@ import operator
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from lit_pretrain.data.options import dataclass_from_dict
 
 # C0 controls, DEL and C1 controls, except tab, newline, carriage return and form feed. Form feed
 # stays because it is ordinary whitespace in source files (PEP 8 page breaks, used across the stdlib)
@@ -59,7 +61,23 @@ CONTROL_CHARS_REMOVED = "control_chars_removed"
 
 @dataclass
 class FilterConfig:
-    """Which cleaning steps and filters run, and their thresholds; `None` switches a filter off."""
+    """Which cleaning steps and filters run, and their thresholds; `None` switches a filter off.
+
+    Attributes:
+        normalize_nfc: prose: rewrite to Unicode NFC (counted as nfc_changed).
+        remove_control_chars: remove C0/C1 control characters except tab, newline, CR and form feed.
+        min_chars: drop a document shorter than this after cleaning.
+        max_chars: drop a document longer than this after cleaning (null: no limit).
+        max_non_alnum_fraction: prose: drop when more of the characters are neither alphanumeric nor
+            whitespace.
+        max_duplicate_line_fraction: prose: drop when more of the lines repeat an earlier line (Gopher).
+        max_top_ngram_fraction: prose: n -> largest share of the characters the most frequent word n-gram
+            may cover (Gopher).
+        top_ngram_min_words: the top n-gram filters only judge documents with at least this many words.
+        blocklist: drop a document containing one of these substrings (case-insensitive).
+        code_max_line_length: code: drop a file with a longer line (minified code, embedded data).
+        drop_generated_code: code: drop files whose head says they are generated ("DO NOT EDIT", ...).
+    """
 
     # Prose only: in code, NFC changes what string literals mean (the stdlib's test_ntpath.py compares
     # U+2126 OHM SIGN, which NFC turns into U+03A9; test_smtpd.py sends a deliberately decomposed "ï").
@@ -115,15 +133,9 @@ class FilterConfig:
         self.blocklist = list(self.blocklist)
 
     @classmethod
-    def from_dict(cls, options: dict[str, Any]) -> FilterConfig:
+    def from_dict(cls, options: Mapping[str, Any]) -> FilterConfig:
         """A config from plain data (a YAML mapping); unknown keys and invalid values raise ValueError."""
-        if not isinstance(options, dict):
-            raise ValueError(f"filter options must be a mapping of option to value, got {options!r}")
-        valid = [f.name for f in dataclasses.fields(cls)]
-        for key in options:
-            if key not in valid:
-                raise ValueError(f"unknown filter option {key!r}; valid options are: {', '.join(valid)}")
-        return cls(**options)
+        return dataclass_from_dict(cls, options, "filter")
 
     @classmethod
     def disabled(cls) -> FilterConfig:

@@ -60,8 +60,8 @@ def check_fingerprints_match(
             )
 
 
-def print_summary(manifest: dict[str, Any]) -> None:
-    """A table of documents and tokens per source, and what was dropped and why."""
+def summary_lines(manifest: dict[str, Any]) -> list[str]:
+    """A table of documents and tokens per source, then what was dropped and why, as lines to print."""
     header = ("source", "docs in", "kept", "exact dup", "near dup", "filtered", "train tokens", "val tokens")
     rows = [header]
     for name, s in manifest["sources"].items():
@@ -90,18 +90,18 @@ def print_summary(manifest: dict[str, Any]) -> None:
         )
     )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    for row in rows:
-        print(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
+    lines = [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
         )
+        for row in rows
+    ]
     if manifest["filtered"]:
-        print("filtered: " + ", ".join(f"{k} {v:,}" for k, v in manifest["filtered"].items()))
+        lines.append("filtered: " + ", ".join(f"{k} {v:,}" for k, v in manifest["filtered"].items()))
     malformed = manifest["malformed_records"]
-    print(
+    lines.append(
         f"empty documents: {manifest['empty_documents']:,}   invalid UTF-8 (replaced): "
         f"{manifest['invalid_utf8_documents']:,}   malformed records: {malformed['count']:,}"
     )
-    for location in malformed["first"]:
-        print(f"  malformed: {location}")
+    lines.extend(f"  malformed: {location}" for location in malformed["first"])
+    return lines

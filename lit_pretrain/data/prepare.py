@@ -1,30 +1,31 @@
 """`lit-pretrain prepare`: read -> clean/filter -> deduplicate -> split -> tokenize with EOS -> litdata shards.
 
 Stages stream: documents are read once, spooled to disk after filtering and deduplication, then read back
-for tokenizer training and tokenization, so memory stays flat whatever the corpus size.
+for tokenizer training and tokenization, so memory stays flat whatever the corpus size. Encoding is in
+encode.py; reading, cleaning, deduplication, tokenizer and shards each have their own module too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from queue import Queue
-from threading import Thread
 from typing import Any
 
 import numpy as np
 
 from lit_pretrain.data.dedup import DedupConfig, Deduplicator
+from lit_pretrain.data.encode import encode_records, token_dtype
 from lit_pretrain.data.filters import CONTROL_CHARS_REMOVED, NFC_CHANGED, DocumentFilter, FilterConfig
-from lit_pretrain.data.manifest import FORMAT_VERSION, TOKENIZER_NAME, print_summary, write_manifest
+from lit_pretrain.data.manifest import FORMAT_VERSION, TOKENIZER_NAME, write_manifest
 from lit_pretrain.data.progress import Progress
 from lit_pretrain.data.shards import TokenFileWriter, write_shards
-from lit_pretrain.data.sources import Document, ReadReport, documents_for
+from lit_pretrain.data.sources import Document, ReadReport, check_unique_id, documents_for
 from lit_pretrain.data.tokenizer import (
     find_eos_id,
     find_special_id,
@@ -33,12 +34,10 @@ from lit_pretrain.data.tokenizer import (
     train_bpe_tokenizer,
 )
 
+log = logging.getLogger(__name__)
+
 SPLITS = ("train", "val")
 CLEANING_COUNTERS = (NFC_CHANGED, CONTROL_CHARS_REMOVED)
-ENCODE_BATCH_DOCUMENTS = 512
-# Longer documents are encoded in pieces cut at line breaks: one huge string would make the tokenizer
-# hold all its intermediate state at once.
-MAX_ENCODE_CHARS = 1_000_000
 
 
 def in_validation(document_id: str, val_fraction: float) -> bool:
@@ -48,16 +47,6 @@ def in_validation(document_id: str, val_fraction: float) -> bool:
 
 def _id_fraction(document_id: str) -> float:
     return int(hashlib.sha256(document_id.encode()).hexdigest()[:16], 16) / 2**64
-
-
-def token_dtype(vocab_size: int) -> np.dtype:
-    """uint16 when every id fits in it, else int32.
-
-    Not uint32: litdata cannot serialize torch.uint32 tensors, and int32 holds any real vocabulary.
-    """
-    if vocab_size > 2**31:
-        raise ValueError(f"a vocabulary of {vocab_size:,} tokens does not fit in int32 token ids")
-    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.int32)
 
 
 def _empty_source_stats() -> dict[str, Any]:
@@ -109,24 +98,12 @@ def read_documents(
 ) -> list[Document]:
     """All non-empty documents of all inputs, in input order (unfiltered); for tests and inspection."""
     report = report if report is not None else ReadReport()
-    documents = [
-        d
-        for _, _, d in iter_documents(inputs, report, max_documents_per_source, text_field, id_field)
-        if d is not None
-    ]
-    _check_unique_ids(documents)
+    documents, seen_ids = [], set()
+    for _, _, document in iter_documents(inputs, report, max_documents_per_source, text_field, id_field):
+        if document is not None:
+            check_unique_id(document, seen_ids)
+            documents.append(document)
     return documents
-
-
-def _check_unique_ids(documents: Sequence[Document]) -> None:
-    seen: set[str] = set()
-    for document in documents:
-        if document.id in seen:
-            raise ValueError(
-                f"document id {document.id!r} ({document.origin}) occurs twice: the same input was given "
-                "twice, or --id_field is not unique"
-            )
-        seen.add(document.id)
 
 
 def split_documents(documents: list[Document], val_fraction: float) -> dict[str, list[Document]]:
@@ -151,7 +128,6 @@ class _Spool:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.ids: list[str] = []
         self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def write(self, document: Document) -> None:
@@ -167,62 +143,30 @@ class _Spool:
                 yield record["id"], record["text"]
 
 
-def _split_long_text(text: str) -> list[str]:
-    """Pieces of at most MAX_ENCODE_CHARS, cut after a line break where there is one."""
-    pieces, start = [], 0
-    while len(text) - start > MAX_ENCODE_CHARS:
-        cut = text.rfind("\n", start, start + MAX_ENCODE_CHARS) + 1
-        if cut <= start:
-            cut = start + MAX_ENCODE_CHARS
-        pieces.append(text[start:cut])
-        start = cut
-    pieces.append(text[start:])
-    return pieces
+@dataclass(frozen=True)
+class PrepareOptions:
+    """How a prepare run reads, cleans, splits and tokenizes; the inputs and output are given apart."""
 
+    # A tokenizer.json (or its directory) to reuse; None trains a byte-level BPE of `vocab_size` tokens.
+    tokenizer: str | Path | None = None
+    vocab_size: int = 8192
+    # The end-of-document token, when it is not a standard spelling; a BOS token only when given.
+    eos_token: str | None = None
+    bos_token: str | None = None
+    # Share of documents held out for validation, by a hash of their id.
+    val_fraction: float = 0.01
+    max_documents_per_source: int | None = None
+    # Tokens per litdata chunk file.
+    chunk_tokens: int = 2**21
+    # JSONL, Parquet and datasets inputs: dotted paths of the text and of a unique id.
+    text_field: str = "text"
+    id_field: str | None = None
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
 
-def _encode_pieces(tokenizer, texts: list[str]) -> tuple[list[int], list[Any]]:
-    """Encodings of the texts' pieces and, for each piece, the index of its text; runs on all cores."""
-    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
-    pieces, owners = [], []
-    for index, text in enumerate(texts):
-        for piece in _split_long_text(text) if len(text) > MAX_ENCODE_CHARS else [text]:
-            pieces.append(piece)
-            owners.append(index)
-    return owners, encode(pieces, add_special_tokens=False)
-
-
-def _assemble_ids(
-    num_texts: int, owners: list[int], encodings: list[Any], eos_id: int, bos_id: int | None, dtype: np.dtype
-) -> list[np.ndarray]:
-    """Each text's ids from its pieces' encodings, BOS first if given and EOS last."""
-    ids_per_text: list[list[int]] = [[] for _ in range(num_texts)]
-    for owner, encoding in zip(owners, encodings, strict=True):
-        ids_per_text[owner].extend(encoding.ids)
-    first = 0 if bos_id is None else 1
-    arrays = []
-    for ids in ids_per_text:
-        array = np.empty(first + len(ids) + 1, dtype=dtype)
-        if bos_id is not None:
-            array[0] = bos_id
-        array[first:-1] = ids
-        array[-1] = eos_id
-        arrays.append(array)
-    return arrays
-
-
-def _encode_documents(
-    tokenizer, texts: list[str], eos_id: int, bos_id: int | None, dtype: np.dtype
-) -> list[np.ndarray]:
-    """Ids of each text, BOS first if given and EOS last."""
-    return _assemble_ids(len(texts), *_encode_pieces(tokenizer, texts), eos_id, bos_id, dtype)
-
-
-def _as_config(value, config_type):
-    if value is None:
-        return config_type()
-    if isinstance(value, config_type):
-        return value
-    return config_type.from_dict(dict(value))
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
 
 def prepare(
@@ -238,42 +182,39 @@ def prepare(
     overwrite: bool = False,
     text_field: str = "text",
     id_field: str | None = None,
-    filters: FilterConfig | dict | None = None,
-    dedup: DedupConfig | dict | None = None,
+    filters: FilterConfig | Mapping[str, Any] | None = None,
+    dedup: DedupConfig | Mapping[str, Any] | None = None,
     val_inputs: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Prepare `inputs` into per-source train/val litdata shards, `tokenizer.json` and `manifest.json`.
 
     Documents of `val_inputs` all go to validation, each of those inputs being its own named source.
+    `filters` and `dedup` may be given as plain mappings (YAML sections). Returns the manifest.
     """
     output_dir = Path(output_dir)
     if output_dir.exists() and not overwrite:
-        raise FileExistsError(f"{output_dir} already exists: pass --overwrite true to replace it")
+        raise FileExistsError(f"{output_dir} already exists: pass --overwrite to replace it")
     if not inputs:
         raise ValueError("no inputs: name files, directories, globs, or python-stdlib")
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    filter_config = _as_config(filters, FilterConfig)
-    dedup_config = _as_config(dedup, DedupConfig)
+    options = PrepareOptions(
+        tokenizer=tokenizer,
+        vocab_size=vocab_size,
+        eos_token=eos_token,
+        bos_token=bos_token,
+        val_fraction=val_fraction,
+        max_documents_per_source=max_documents_per_source,
+        chunk_tokens=chunk_tokens,
+        text_field=text_field,
+        id_field=id_field,
+        filters=_as_config(filters, FilterConfig),
+        dedup=_as_config(dedup, DedupConfig),
+    )
     # Everything is written beside the target and renamed at the end: a half-written dataset never
     # sits where training looks for one, and a rerun after a crash starts from scratch.
     partial_dir = output_dir.with_name(output_dir.name + ".partial")
     shutil.rmtree(partial_dir, ignore_errors=True)
     (partial_dir / "_work").mkdir(parents=True)
     try:
-        options = {
-            "tokenizer": tokenizer,
-            "vocab_size": vocab_size,
-            "eos_token": eos_token,
-            "bos_token": bos_token,
-            "val_fraction": val_fraction,
-            "max_documents_per_source": max_documents_per_source,
-            "chunk_tokens": chunk_tokens,
-            "text_field": text_field,
-            "id_field": id_field,
-            "filters": filter_config,
-            "dedup": dedup_config,
-        }
         manifest = _Pipeline(partial_dir, inputs, val_inputs, options).run()
     except BaseException:
         shutil.rmtree(partial_dir, ignore_errors=True)
@@ -282,9 +223,17 @@ def prepare(
     if output_dir.exists():
         shutil.rmtree(output_dir)
     partial_dir.rename(output_dir)
-    print(f"[prepare] done: {output_dir} (manifest.json, tokenizer.json, train/, val/)", flush=True)
-    print_summary(manifest)
+    log.info("done: %s (manifest.json, tokenizer.json, train/, val/)", output_dir)
     return manifest
+
+
+def _as_config(value: Any, config_type: type[Any]) -> Any:
+    """`config_type` from None (the defaults), an instance, or a mapping of its fields."""
+    if value is None:
+        return config_type()
+    if isinstance(value, config_type):
+        return value
+    return config_type.from_dict(value)
 
 
 class _Pipeline:
@@ -295,14 +244,14 @@ class _Pipeline:
     to disk, a BPE is trained on the spooled training documents, and the spool is tokenized.
     """
 
-    def __init__(self, out: Path, inputs: Sequence[str], val_inputs: Sequence[str], options: dict[str, Any]):
+    def __init__(self, out: Path, inputs: Sequence[str], val_inputs: Sequence[str], options: PrepareOptions):
         self.out = out
         self.work = out / "_work"
         self.inputs = list(inputs)
         self.val_inputs = list(val_inputs)
         self.options = options
         self.report = ReadReport()
-        self.deduplicator = Deduplicator(options["dedup"])
+        self.deduplicator = Deduplicator(options.dedup)
         self.filters: dict[str, DocumentFilter] = {}
         self.stats: dict[str, dict[str, Any]] = {}
         self.code_sources: set[str] = set()
@@ -314,20 +263,20 @@ class _Pipeline:
 
     def held_out(self, document_id: str, source: str) -> bool:
         """Whether a kept document goes to validation."""
-        return source in self.val_only_sources or in_validation(document_id, self.options["val_fraction"])
+        return source in self.val_only_sources or in_validation(document_id, self.options.val_fraction)
 
     def kept_documents(self) -> Iterator[tuple[str, Document]]:
         """Stage 1: (source, document) for every document that survives cleaning, filters and dedup."""
         options = self.options
-        progress = Progress("read, filter, dedup")
+        progress = Progress("read, filter, dedup", logger=log)
         malformed_before = 0
         seen_ids: set[str] = set()
         documents = iter_documents(
             self.inputs + self.val_inputs,
             self.report,
-            options["max_documents_per_source"],
-            options["text_field"],
-            options["id_field"],
+            options.max_documents_per_source,
+            options.text_field,
+            options.id_field,
         )
         for spec, name, document in documents:
             if spec in self.val_inputs:
@@ -348,13 +297,8 @@ class _Pipeline:
                 continue
             source["documents_in"] += 1
             progress.update(1, len(document.text))
-            if document.id in seen_ids:
-                raise ValueError(
-                    f"document id {document.id!r} ({document.origin}) occurs twice: the same input was given "
-                    "twice, or --id_field is not unique"
-                )
-            seen_ids.add(document.id)
-            document_filter = self.filters.setdefault(name, DocumentFilter(options["filters"]))
+            check_unique_id(document, seen_ids)
+            document_filter = self.filters.setdefault(name, DocumentFilter(options.filters))
             text = document_filter(document.text, document.is_code)
             if text is None:
                 continue
@@ -387,7 +331,7 @@ class _Pipeline:
         """Both stages, the shards and the manifest; returns the manifest."""
         options = self.options
         started = time.perf_counter()
-        if options["tokenizer"] is None:
+        if options.tokenizer is None:
             spools: dict[str, _Spool] = {}
             for name, document in self.kept_documents():
                 if name not in spools:
@@ -402,51 +346,52 @@ class _Pipeline:
                 for doc_id, text in spool.read()
                 if not self.held_out(doc_id, name)
             )
-            bpe = train_bpe_tokenizer(train_texts, options["vocab_size"])
-            _log(f"trained a byte-level BPE tokenizer with {bpe.get_vocab_size():,} tokens", started)
+            bpe = train_bpe_tokenizer(train_texts, options.vocab_size)
+            log.info(
+                "trained a byte-level BPE tokenizer with %s tokens in %.1fs",
+                f"{bpe.get_vocab_size():,}",
+                time.perf_counter() - started,
+            )
             records = (
                 (name, doc_id, text) for name, spool in spools.items() for doc_id, text in spool.read()
             )
             kept = sum(s["documents_kept"] for s in self.stats.values())
-            progress = Progress("tokenize", total=kept, total_bytes=self.kept_chars)
+            progress = Progress("tokenize", total=kept, total_bytes=self.kept_chars, logger=log)
         else:
-            bpe = load_tokenizer(options["tokenizer"])
-            _log(f"loaded tokenizer {options['tokenizer']} with {bpe.get_vocab_size():,} tokens", started)
+            bpe = load_tokenizer(options.tokenizer)
+            log.info(
+                "loaded tokenizer %s with %s tokens in %.1fs",
+                options.tokenizer,
+                f"{bpe.get_vocab_size():,}",
+                time.perf_counter() - started,
+            )
             records = ((name, d.id, d.text) for name, d in self.kept_documents())
             progress = None  # stage 1's progress line already tracks the documents
-        eos_id = find_eos_id(bpe, options["eos_token"])
-        bos_id = find_special_id(bpe, options["bos_token"]) if options["bos_token"] else None
+        eos_id = find_eos_id(bpe, options.eos_token)
+        bos_id = find_special_id(bpe, options.bos_token) if options.bos_token else None
         dtype = token_dtype(bpe.get_vocab_size())
         bpe.save(str(self.out / TOKENIZER_NAME))
 
-        # Three stages overlap: a thread reads, filters and deduplicates; a thread encodes (the Rust
-        # tokenizer releases the GIL); this thread turns encodings into arrays and writes them, work that
-        # fills the cores the tokenizer leaves idle at the tail of each batch.
-        batches = _in_background(_batched(records, ENCODE_BATCH_DOCUMENTS), "prepare-reader")
-        encoded = _in_background(
-            ((batch, _encode_pieces(bpe, [text for _, _, text in batch])) for batch in batches),
-            "prepare-encoder",
-        )
-        for batch, (owners, encodings) in encoded:
-            arrays = _assemble_ids(len(batch), owners, encodings, eos_id, bos_id, dtype)
-            for (name, doc_id, text), ids in zip(batch, arrays, strict=True):
-                self._write(name, doc_id, ids, dtype)
-                if progress is not None:
-                    progress.update(1, len(text))
+        # Records are read (stage 1, or the spool) in one thread and encoded in another while this one
+        # writes the ids (see encode_records).
+        for (name, doc_id, text), ids in encode_records(records, bpe, eos_id, bos_id, dtype):
+            self._write(name, doc_id, ids, dtype)
+            if progress is not None:
+                progress.update(1, len(text))
         if progress is not None:
             progress.close()
-        if options["val_fraction"] > 0 and not self.val_inputs and not self._split_tokens("val"):
+        if options.val_fraction > 0 and not self.val_inputs and not self._split_tokens("val"):
             self._hold_out_lowest_train_document(dtype)
         if not self._split_tokens("train"):
             raise ValueError(
                 f"no training documents are left after holding out validation data "
-                f"(val_fraction={options['val_fraction']}, val_inputs={self.val_inputs}): add documents"
+                f"(val_fraction={options.val_fraction}, val_inputs={self.val_inputs}): add documents"
             )
         for (name, split), writer in self.writers.items():
             writer.close()
             self.stats[name][split] = {"documents": writer.documents, "tokens": writer.tokens}
             if writer.tokens:
-                write_shards(writer.path, dtype, self.out / split / name, options["chunk_tokens"])
+                write_shards(writer.path, dtype, self.out / split / name, options.chunk_tokens)
             writer.path.unlink()
         manifest = self._manifest(bpe, eos_id, bos_id, dtype)
         write_manifest(self.out, manifest)
@@ -507,7 +452,7 @@ class _Pipeline:
             "eos_id": eos_id,
             "bos_id": bos_id,
             "dtype": dtype.name,
-            "val_fraction": self.options["val_fraction"],
+            "val_fraction": self.options.val_fraction,
             "documents_kept": sum(s["documents_kept"] for s in stats.values()),
             "exact_duplicates": self.deduplicator.counts["exact_duplicates"],
             "near_duplicates": self.deduplicator.counts["near_duplicates"],
@@ -517,50 +462,10 @@ class _Pipeline:
             "tokens_val": totals["val"]["tokens"],
             "splits": totals,
             "sources": {name: dict(s, is_code=name in self.code_sources) for name, s in stats.items()},
-            "filter_config": asdict(self.options["filters"]),
-            "dedup_config": asdict(self.options["dedup"]),
+            "filter_config": asdict(self.options.filters),
+            "dedup_config": asdict(self.options.dedup),
             **self.report.to_manifest(),
         }
-
-
-def _batched(records: Iterator[Any], batch_size: int) -> Iterator[list[Any]]:
-    """Lists of `batch_size` records, the last one shorter."""
-    batch = []
-    for record in records:
-        batch.append(record)
-        if len(batch) == batch_size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _in_background(items: Iterator[Any], name: str, queue_size: int = 2) -> Iterator[Any]:
-    """The items of `items`, produced by a background thread so that producing overlaps consuming.
-
-    Errors in the producer re-raise here.
-    """
-    queue: Queue = Queue(maxsize=queue_size)
-    finished = object()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                queue.put(item)
-            queue.put(finished)
-        except BaseException as err:  # handed to the consumer, which raises it
-            queue.put(err)
-
-    thread = Thread(target=produce, name=name, daemon=True)
-    thread.start()
-    while True:
-        item = queue.get()
-        if item is finished:
-            break
-        if isinstance(item, BaseException):
-            raise item
-        yield item
-    thread.join()
 
 
 def _drops(document_filter: DocumentFilter) -> dict[str, int]:
@@ -572,7 +477,3 @@ def _malformed_hint(report: ReadReport) -> str:
     if not report.malformed_records:
         return ""
     return f" ({report.malformed_records} malformed records, first: {report.malformed_locations[0]})"
-
-
-def _log(message: str, since: float) -> None:
-    print(f"[prepare {time.perf_counter() - since:6.1f}s] {message}", flush=True)

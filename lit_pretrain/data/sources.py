@@ -101,6 +101,16 @@ class ReadReport:
         }
 
 
+def check_unique_id(document: Document, seen_ids: set[str]) -> None:
+    """Add the document's id to `seen_ids`; an id already there is an error naming the second copy."""
+    if document.id in seen_ids:
+        raise ValueError(
+            f"document id {document.id!r} ({document.origin}) occurs twice: the same input was given "
+            "twice, or --id_field is not unique"
+        )
+    seen_ids.add(document.id)
+
+
 def stdlib_python_files() -> list[Path]:
     """The `.py` files of the running interpreter's standard library, site-packages excluded, sorted."""
     root = Path(sysconfig.get_paths()["stdlib"])

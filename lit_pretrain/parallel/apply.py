@@ -9,37 +9,12 @@ as one unit around whatever wraps it.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import torch
 
 from lit_pretrain.model.gpt import GPT
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass
-class ParallelConfig:
-    """How to wrap the model's blocks; every field is off or neutral by default."""
-
-    activation_checkpointing_every: int = 0  # 0: off; k: recompute every k-th block in the backward
-    compile: bool = False  # torch.compile each block (fullgraph), not the whole model
-    fsdp_reshard_after_forward: bool = True  # ZeRO-3 (True) or ZeRO-2-like (False) per block
-    fsdp_param_dtype: str | None = None  # e.g. "bfloat16": FSDP2 mixed precision for compute
-    fsdp_reduce_dtype: str = "float32"  # gradients are reduced in this dtype
-    float8: bool = (
-        False  # float8 matmuls through torchao on H100-class GPUs; skipped with a warning elsewhere
-    )
-
-    def __post_init__(self) -> None:
-        if self.activation_checkpointing_every < 0:
-            raise ValueError(
-                f"activation_checkpointing_every must be 0 (off) or positive, got {self.activation_checkpointing_every}"
-            )
-        for name in ("fsdp_param_dtype", "fsdp_reduce_dtype"):
-            value = getattr(self, name)
-            if value is not None and value not in _DTYPES:
-                raise ValueError(f"{name} must be one of {sorted(_DTYPES)}, got {value!r}")
+from lit_pretrain.parallel.config import DTYPES, ParallelConfig
+from lit_pretrain.parallel.layout import check_tensor_parallel_divides
 
 
 def parallelize(model: GPT, config: ParallelConfig, device_mesh=None) -> GPT:
@@ -64,43 +39,6 @@ def parallelize(model: GPT, config: ParallelConfig, device_mesh=None) -> GPT:
     return model
 
 
-def data_parallel_size_and_rank(trainer) -> tuple[int, int]:
-    """How many different micro-batches one pass reads (data-parallel ranks), and which one is this process's.
-
-    Tensor-parallel ranks of one group read the same data, so this is the world size divided by the
-    tensor-parallel size, not the world size.
-    """
-    kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None) or {}
-    return int(kwargs.get("num_replicas", trainer.world_size)), int(kwargs.get("rank", trainer.global_rank))
-
-
-def materialize(model: GPT, device: torch.device | str, seed: int) -> None:
-    """Allocate a model built on the meta device and initialise it as one unsharded process would.
-
-    Each parameter is drawn in full, one at a time and in a fixed order, from a generator seeded with
-    `seed`; a sharded (FSDP2 or tensor-parallel) parameter keeps only its own part. The initial weights
-    then depend only on the seed, not on the number of processes, and the largest temporary is one
-    full parameter rather than the whole model.
-    """
-    from torch.distributed.tensor import DTensor, distribute_tensor
-
-    model.to_empty(device=device)
-    if model.config.tie_embeddings and model.lm_head.weight is not model.wte.weight:
-        model.lm_head.weight = model.wte.weight  # to_empty() unties shared parameters
-    generator = torch.Generator(device=device).manual_seed(seed)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            full = torch.empty(parameter.shape, dtype=parameter.dtype, device=device)
-            model.init_parameter_(name, full, generator)
-            if isinstance(parameter, DTensor):
-                # src_data_rank=None: every rank slices its own part of the identical full tensor.
-                full = distribute_tensor(
-                    full, parameter.device_mesh, parameter.placements, src_data_rank=None
-                )
-            parameter.copy_(full)
-        model.reset_buffers()
-
-
 def apply_tensor_parallel(model: GPT, mesh) -> None:
     """Megatron-style tensor parallelism inside each block: heads and MLP columns split over `mesh`.
 
@@ -116,12 +54,8 @@ def apply_tensor_parallel(model: GPT, mesh) -> None:
         parallelize_module,
     )
 
-    config, size = model.config, mesh.size()
-    for name in ("n_head", "n_kv_head", "intermediate_size"):
-        if getattr(config, name) % size != 0:
-            raise ValueError(
-                f"tensor_parallel_size {size} must divide the model's {name} ({getattr(config, name)})"
-            )
+    config = model.config
+    check_tensor_parallel_divides(config, mesh.size())
     # The sub-layer's input becomes one replicated DTensor, so its gradient is all-reduced once, not
     # once per projection that reads it.
     plan = {
@@ -188,8 +122,8 @@ def apply_fsdp(model: GPT, mesh, config: ParallelConfig) -> None:
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     policy = MixedPrecisionPolicy(
-        param_dtype=_DTYPES[config.fsdp_param_dtype] if config.fsdp_param_dtype else None,
-        reduce_dtype=_DTYPES[config.fsdp_reduce_dtype],
+        param_dtype=DTYPES[config.fsdp_param_dtype] if config.fsdp_param_dtype else None,
+        reduce_dtype=DTYPES[config.fsdp_reduce_dtype],
     )
     for index, block in enumerate(model.blocks):
         # The last block's parameters are needed again right away by the backward: keep them.

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_pretrain.checkpoint.io import PAUSE_MID_SAVE_ENV
+from tests.helpers.fault_injection import PAUSE_MID_SAVE_ENV
 from tests.helpers.runs import (
     assert_same_training_state,
     epoch_by_step,
@@ -61,7 +61,7 @@ def test_resume_mid_epoch_is_bitwise_exact(corpus: Path, straight_run: Path, tmp
         resume_args(corpus, tmp_path, "--trainer.max_steps", "3", "--checkpoint.every_n_train_steps", every)
     )
     output = run_fit(resume_args(corpus, tmp_path, "--trainer.max_steps", str(STEPS), "--ckpt_path", "last"))
-    assert "[resume] resuming from" in output and "step-0000003.ckpt" in output
+    assert "[fit] resuming from" in output and "step-0000003.ckpt" in output
     first, resumed = step_losses(tmp_path)
     assert sorted(first) == [0, 1, 2] and sorted(resumed) == list(range(3, STEPS))
     assert_continues_exactly(straight_run, resumed, tmp_path, STEPS)
@@ -83,7 +83,7 @@ def test_resume_without_the_data_position_differs(corpus: Path, straight_run: Pa
 
 def test_ckpt_path_last_without_checkpoints_starts_fresh(corpus: Path, straight_run: Path, tmp_path: Path):
     output = run_fit(resume_args(corpus, tmp_path, "--trainer.max_steps", "2", "--ckpt_path", "last"))
-    assert f"[resume] no complete checkpoint in {tmp_path / 'checkpoints'}: starting a fresh run" in output
+    assert f"[fit] no complete checkpoint in {tmp_path / 'checkpoints'}: starting a fresh run" in output
     assert step_losses(tmp_path)[0] == {s: v for s, v in step_losses(straight_run)[0].items() if s < 2}
 
 
@@ -111,7 +111,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(corpus: Path, straight_run
     [
         ("--data.num_workers", "2", "--data.weights", '{"alpha": 1, "beta": 0}'),
         ("--data.num_workers", "1"),
-        # Each worker draws its sources at random: WorkerExactStreamingDataset resumes each one exactly.
+        # Each worker draws its sources at random: WorkerCountResumingDataset resumes each one exactly.
         ("--data.num_workers", "2"),
     ],
     ids=["one-source-2-workers", "mixture-1-worker", "mixture-2-workers"],

@@ -78,6 +78,14 @@ def test_duplicate_ids_name_the_record(tmp_path: Path):
         read_documents([str(path)], None, id_field="id")
 
 
+def test_prepare_refuses_duplicate_ids_by_the_same_rule(tmp_path: Path):
+    lines = [json.dumps({"id": "same", "text": prose(seed)}).encode() for seed in (1, 2)]
+    path = write_jsonl_lines(tmp_path / "dupes.jsonl", lines)
+    with pytest.raises(ValueError, match=r"document id 'dupes:same' \(.*dupes.jsonl:2\) occurs twice"):
+        prepare([str(path)], tmp_path / "out", vocab_size=300, id_field="id")
+    assert not (tmp_path / "out").exists()
+
+
 def test_prepare_cli_takes_field_options(tmp_path: Path):
     from lit_pretrain.cli import main
 

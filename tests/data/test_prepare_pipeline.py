@@ -134,12 +134,20 @@ def test_interrupted_prepare_leaves_nothing_training_accepts_and_reruns_cleanly(
     )
     process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT)
     partial = tmp_path / "out.partial"
+
+    def bytes_written() -> int:
+        return sum(f.stat().st_size for f in partial.rglob("*") if f.is_file()) if partial.exists() else 0
+
+    # Kill it once it has written part of its output (stage 1 spools kept documents into out.partial/).
     deadline = time.time() + 60
-    while not partial.exists() and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)
+    while bytes_written() == 0 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert process.poll() is None, "prepare finished before it could be killed: make the corpus bigger"
+    assert bytes_written() > 0, "prepare wrote nothing within 60 s"
     os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    assert process.wait() == -signal.SIGKILL, "prepare must die from the kill, not finish on its own"
+    # The kill really was mid-run: the half-written directory is still there, the final one never appeared.
+    assert bytes_written() > 0 and not (partial / "manifest.json").exists()
     assert not output.exists(), "a killed prepare must not leave the final directory"
     from lit_pretrain.data.manifest import read_manifest
 
@@ -188,7 +196,7 @@ def test_resuming_on_data_with_another_tokenizer_is_refused(small_corpus: Path, 
     write_jsonl_texts(tmp_path / "other.jsonl", [prose(s) for s in range(20)])
     prepare([str(tmp_path / "other.jsonl")], tmp_path / "other", vocab_size=400)
     with pytest.raises(
-        ValueError,
+        SystemExit,
         match=r"cannot resume[\s\S]*data\.tokenizer_sha256: checkpoint '[0-9a-f]+', now '[0-9a-f]+'",
     ):
         main(fit_args(tmp_path / "other", run, "--trainer.max_steps", "4", "--ckpt_path", "last"))

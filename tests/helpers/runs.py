@@ -96,8 +96,11 @@ def resume_args(data_dir: Path, run_dir: Path, *extra: str) -> list[str]:
 
 
 def fit_command(args: list[str]) -> list[str]:
-    """The command line that runs `lit-pretrain` with `args` in a fresh Python process."""
-    return [sys.executable, "-m", "lit_pretrain.cli", *args]
+    """The command line that runs `lit-pretrain` with `args` in a fresh Python process.
+
+    It goes through tests/helpers/fault_injection.py, which injects nothing unless the environment asks.
+    """
+    return [sys.executable, "-m", "tests.helpers.fault_injection", *args]
 
 
 def run_fit(args: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> str:

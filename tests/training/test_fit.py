@@ -72,13 +72,15 @@ def test_validate_command_reports_val_loss(small_corpus: Path, tmp_path: Path, c
 
 
 def test_missing_data_directory_is_a_clear_error(tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match=r"does not exist: prepare one with `lit-pretrain prepare"):
+    with pytest.raises(
+        SystemExit, match=r"fit: error: .*does not exist: prepare one with `lit-pretrain prepare"
+    ):
         main(fit_args(tmp_path / "nowhere", tmp_path / "run"))
 
 
 def test_unfinished_data_directory_is_a_clear_error(tmp_path: Path):
     (tmp_path / "half").mkdir()
-    with pytest.raises(FileNotFoundError, match="no manifest.json"):
+    with pytest.raises(SystemExit, match="fit: error: .*no manifest.json"):
         main(fit_args(tmp_path / "half", tmp_path / "run"))
 
 
@@ -86,12 +88,12 @@ def test_vocabulary_mismatch_is_a_clear_error(small_corpus: Path, tmp_path: Path
     args = fit_args(small_corpus, tmp_path / "run")
     overrides = dict(TEST_MODEL_OVERRIDES, vocab_size=300)
     args[args.index("--model.model_overrides") + 1] = json.dumps(overrides)
-    with pytest.raises(ValueError, match=r"tokenized with 512 tokens but model .* has vocab_size 300"):
+    with pytest.raises(SystemExit, match=r"tokenized with 512 tokens but model .* has vocab_size 300"):
         main(args)
 
 
 def test_sequence_longer_than_model_context_is_a_clear_error(small_corpus: Path, tmp_path: Path):
-    with pytest.raises(ValueError, match=r"--data.seq_len 128 is longer than .* block_size 64"):
+    with pytest.raises(SystemExit, match=r"--data.seq_len 128 is longer than .* block_size 64"):
         main(fit_args(small_corpus, tmp_path / "run", "--data.seq_len", "128"))
 
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from lit_pretrain.training.module import LitPretrain, warmup_cosine
+from lit_pretrain.optim.schedules import warmup_cosine
+from lit_pretrain.training.module import LitPretrain
 from tests.helpers.models import TEST_MODEL_OVERRIDES
 
 

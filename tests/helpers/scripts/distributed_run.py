@@ -20,7 +20,7 @@ import torch  # noqa: E402
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from lit_pretrain.parallel.apply import ParallelConfig  # noqa: E402
+from lit_pretrain.parallel.config import ParallelConfig  # noqa: E402
 from lit_pretrain.parallel.gradients import total_grad_norm  # noqa: E402
 from lit_pretrain.training.module import LitPretrain  # noqa: E402
 from tests.helpers.models import TEST_MODEL_OVERRIDES  # noqa: E402
