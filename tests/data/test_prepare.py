@@ -175,7 +175,7 @@ def test_full_builtin_corpus_is_deterministic(tmp_path: Path):
     assert _tree_hashes(tmp_path / "a") == _tree_hashes(tmp_path / "b")
 
 
-def test_prepare_cli_num_workers_sets_tokenizer_threads(tmp_path: Path, monkeypatch):
+def test_prepare_cli_num_workers_sets_tokenizer_threads(tmp_path: Path, monkeypatch, capsys):
     from lit_pretrain.cli import main
 
     monkeypatch.delenv("RAYON_NUM_THREADS", raising=False)
@@ -193,5 +193,6 @@ def test_prepare_cli_num_workers_sets_tokenizer_threads(tmp_path: Path, monkeypa
     ]
     main([*args, "--num_workers", "1"])
     assert os.environ["RAYON_NUM_THREADS"] == "1"
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         main([*args, "--num_workers", "0", "--overwrite", "true"])
+    assert exit_info.value.code != 0 and "--num_workers must be at least 1, got 0" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -9,9 +10,10 @@ import torch
 
 from lit_pretrain.cli import main
 from lit_pretrain.model import GPT, ModelConfig
-from lit_pretrain.parallel.apply import ParallelConfig, float8_unavailable_reason, parallelize
+from lit_pretrain.parallel.apply import float8_unavailable_reason, parallelize
+from lit_pretrain.parallel.config import ParallelConfig
 from tests.helpers.models import TEST_MODEL_OVERRIDES
-from tests.helpers.runs import fit_args
+from tests.helpers.runs import fit_args, scalars
 
 
 def _model() -> GPT:
@@ -49,6 +51,13 @@ def test_fit_runs_in_each_cpu_precision(small_corpus: Path, tmp_path: Path, prec
     main(fit_args(small_corpus, tmp_path, "--trainer.max_steps", "2", "--trainer.precision", precision))
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 2
+    # bf16-true keeps the weights themselves in bf16; mixed precision keeps fp32 weights, bf16 compute.
+    stored = torch.bfloat16 if precision == "bf16-true" else torch.float32
+    assert {v.dtype for k, v in checkpoint["state_dict"].items() if k.startswith("model.")} == {stored}
+    losses = [loss for _, loss in scalars(tmp_path)["train/loss"]]
+    assert len(losses) == 2 and all(math.isfinite(loss) and 5.0 < loss < 7.5 for loss in losses), (
+        "finite, near ln(512) = 6.24 for an untrained 512-token model"
+    )
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -40,8 +41,13 @@ def test_fit_writes_checkpoints_and_tensorboard_logs(trained_run: Path, capsys):
 
 
 def test_training_lowers_the_loss(trained_run: Path):
-    losses = [loss for _, loss in scalars(trained_run)["train/loss"]]
-    assert losses[-1] < losses[0]
+    # Measured: with learning_rate 1e-12 the validation loss stays at 6.2373 and the training losses wander
+    # between 6.23 and 6.26; six steps at 2e-3 bring validation from 6.165 (step 2) to 6.055 (step 5).
+    logged = scalars(trained_run)
+    (_, val_early), (_, val_late) = logged["val/loss"][:2]
+    assert val_early - val_late > 0.05, "the same validation data, a clearly lower loss"
+    train = [loss for _, loss in logged["train/loss"]]
+    assert sum(train[:2]) / 2 - sum(train[-2:]) / 2 > 0.1
 
 
 def test_generate_from_checkpoint(trained_run: Path, capsys):
@@ -59,8 +65,9 @@ def test_generate_from_checkpoint(trained_run: Path, capsys):
 
 
 def test_resume_from_last_continues_the_step_count(trained_run: Path, small_corpus: Path, tmp_path: Path):
-    main(fit_args(small_corpus, trained_run, "--trainer.max_steps", "9", "--ckpt_path", "last"))
-    checkpoint = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=False)
+    run = shutil.copytree(trained_run, tmp_path / "run", symlinks=True)  # the shared run stays as it was
+    main(fit_args(small_corpus, run, "--trainer.max_steps", "9", "--ckpt_path", "last"))
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 9 and checkpoint["tokens_seen"] == 9 * 4 * 32
 
 
