@@ -7,6 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from lit_pretrain.data.batches import tokens_per_window
 from lit_pretrain.data.datamodule import data_spec
 from lit_pretrain.optim.accumulation import ends_optimizer_step
 
@@ -41,8 +42,8 @@ class SourceTokenCounter(L.Callback):
         """Add the batch's tokens to its sources; log the totals on logged optimizer steps."""
         if not self._source_names or not isinstance(batch, dict):
             return
-        tokens_per_window = batch["tokens"].size(1) - 1
-        counts = torch.bincount(batch["source"], minlength=len(self._source_names)) * tokens_per_window
+        windows = torch.bincount(batch["source"], minlength=len(self._source_names))
+        counts = windows * tokens_per_window(batch)
         self._counts = counts if self._counts is None else self._counts.to(counts.device) + counts
         if not ends_optimizer_step(batch_idx, trainer.accumulate_grad_batches):
             return

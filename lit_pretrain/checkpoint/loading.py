@@ -102,8 +102,6 @@ def empty_model(config: ModelConfig, device: torch.device | str, dtype: torch.dt
     if dtype is not None:
         model.to(dtype)
     model.to_empty(device=device)
-    if config.tie_embeddings:
-        model.lm_head.weight = model.wte.weight  # to_empty() unties shared parameters
     model.reset_buffers()
     return model
 

@@ -12,7 +12,11 @@ def batch_windows(batch: Batch) -> torch.Tensor:
     return batch["tokens"] if isinstance(batch, dict) else batch
 
 
+def tokens_per_window(batch: Batch) -> int:
+    """Tokens one window trains on: one prediction per position but the last."""
+    return batch_windows(batch).size(1) - 1
+
+
 def tokens_in_batch(batch: Batch) -> int:
-    """Tokens this batch trains on: one prediction per window position but the last."""
-    windows = batch_windows(batch)
-    return windows.size(0) * (windows.size(1) - 1)
+    """Tokens this batch trains on, over all its windows."""
+    return batch_windows(batch).size(0) * tokens_per_window(batch)

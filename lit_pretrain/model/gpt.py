@@ -46,11 +46,16 @@ class GPT(nn.Module):
             self.to_empty(device=target_device)
             self.reset_parameters()
 
+    def to_empty(self, *, device: torch.device | str | None, recurse: bool = True) -> GPT:
+        """Allocate every tensor, uninitialised, on `device`, keeping a tied embedding and head tied."""
+        super().to_empty(device=device, recurse=recurse)
+        if self.config.tie_embeddings:
+            # nn.Module.to_empty replaces every parameter with a new one, which unties shared weights.
+            self.lm_head.weight = self.wte.weight
+        return self
+
     def reset_parameters(self) -> None:
         """(Re)initialise all weights from the torch RNG and recompute the RoPE tables."""
-        if self.config.tie_embeddings:
-            # to_empty() replaces every parameter with a new one, which unties shared weights; tie them again.
-            self.lm_head.weight = self.wte.weight
         with torch.no_grad():
             for name, parameter in self.named_parameters():
                 self.init_parameter_(name, parameter)
@@ -90,8 +95,6 @@ class GPT(nn.Module):
             )
             self.rope_cos.copy_(cos)
             self.rope_sin.copy_(sin)
-
-    init_weights = reset_parameters
 
     def forward(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None) -> torch.Tensor:
         """Logits [B, T, vocab] for tokens `idx` [B, T]; with `input_pos` [T], decode through the KV cache."""

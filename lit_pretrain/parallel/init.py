@@ -17,9 +17,7 @@ def materialize(model: GPT, device: torch.device | str, seed: int) -> None:
     """
     from torch.distributed.tensor import DTensor, distribute_tensor
 
-    model.to_empty(device=device)
-    if model.config.tie_embeddings and model.lm_head.weight is not model.wte.weight:
-        model.lm_head.weight = model.wte.weight  # to_empty() unties shared parameters
+    model.to_empty(device=device)  # GPT.to_empty keeps a tied embedding tied
     generator = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
