@@ -10,13 +10,14 @@ DATA_DIR ?= data/python-stdlib
 RUN_DIR ?= out/tiny
 PYTEST_ARGS ?=
 
-.PHONY: help install data baseline pretrain train sample test test-slow lint format clean bench-prepare bench-overhead
+.PHONY: help install data baseline pretrain train sample test test-slow mutate lint format clean bench-prepare bench-overhead
 
 help:
 	@echo "make pretrain   install, prepare the built-in corpus, train the tiny model, print a sample"
 	@echo "make install    create $(VENV) and install lit_pretrain (CPU torch where there is no GPU)"
 	@echo "make test       install if needed and run the fast test suite"
 	@echo "make test-slow  run the tests marked slow"
+	@echo "make mutate     mutation testing (mutmut) of the model, schedules, clipping, dedup, filters (slow)"
 	@echo "make data       prepare the built-in python-stdlib corpus into $(DATA_DIR)"
 	@echo "make lint       ruff check and format check, import layers (import-linter)"
 	@echo "make bench-prepare  prepare throughput vs the bare tokenizer, DataLoader tokens/s"
@@ -75,6 +76,18 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+# Mutation testing with mutmut ([tool.mutmut] in pyproject.toml; docs/testing.md): mutants of the files
+# listed there, each run against their fast tests. mutants/ is deleted first: mutmut keeps the verdicts
+# of unchanged functions across runs even when the tests changed. MUTANTS narrows the run, e.g.
+# make mutate MUTANTS='lit_pretrain.optim.*'. One torch thread per worker: mutmut runs one worker per core,
+# and oversubscribed torch threads make slow mutants time out.
+MUTANTS ?=
+mutate: install
+	rm -rf mutants
+	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run $(MUTANTS)
+	@echo "== Surviving mutants (inspect one with: $(VENV)/bin/mutmut show NAME)"
+	$(VENV)/bin/mutmut results
 
 # Prepare throughput against the bare tokenizer, and DataLoader tokens/s (see docs/benchmarks.md).
 bench-prepare: install

@@ -352,3 +352,169 @@ def test_band_key_table_behaves_like_a_set_while_growing():
     table.add([0])
     assert table.contains_any([0])
     assert 2 * table.size <= table.nbytes // 8
+
+
+# --- the hashing against references written from the definitions ----------------------------------
+
+MASK64 = (1 << 64) - 1
+
+
+def splitmix64_finaliser(x: int) -> int:
+    """splitmix64's output function (Steele, Lea and Flood, 2014) on Python ints."""
+    z = (x + 0x9E3779B97F4A7C15) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def reference_shingle_hashes(deduplicator: Deduplicator, text: str) -> list[int]:
+    """Word hashes sum((byte + 1) * base**i) mod 2**64, combined per n-gram with the position multipliers."""
+    base = dedup._polynomial_hash().base
+    words = [word.encode("utf-8") for word in text.lower().split()]
+    word_hashes = [
+        sum((byte + 1) * pow(base, i, 1 << 64) for i, byte in enumerate(w)) & MASK64 for w in words
+    ]
+    n = deduplicator.config.ngram_size
+    multipliers = [int(m) for m in deduplicator._position_multipliers]
+    return [
+        splitmix64_finaliser(
+            sum(h * m for h, m in zip(word_hashes[i : i + n], multipliers, strict=False)) & MASK64
+        )
+        for i in range(max(1, len(words) - n + 1))
+    ]
+
+
+def reference_signature(deduplicator: Deduplicator, text: str) -> np.ndarray:
+    """MinHash: for each permutation x -> (a * x + b) mod 2**32 of the shingles' top 32 bits, the minimum."""
+    values = np.array(reference_shingle_hashes(deduplicator, text), dtype=np.uint64) >> np.uint64(32)
+    a = deduplicator._multipliers.astype(np.uint64)[:, None]
+    b = deduplicator._increments.astype(np.uint64)[:, None]
+    return ((values[None, :] * a + b) & np.uint64(0xFFFFFFFF)).min(axis=1).astype(np.uint32)
+
+
+def reference_band_keys(deduplicator: Deduplicator, signature: np.ndarray) -> list[int]:
+    config = deduplicator.config
+    rows = signature.reshape(config.num_bands, config.rows_per_band).tolist()
+    multipliers = [int(m) for m in deduplicator._row_multipliers]
+    salts = [int(s) for s in deduplicator._band_salts]
+    return [
+        splitmix64_finaliser((sum(r * m for r, m in zip(band, multipliers, strict=True)) + salt) & MASK64)
+        for band, salt in zip(rows, salts, strict=True)
+    ]
+
+
+def test_mix64_is_splitmix64():
+    assert splitmix64_finaliser(0) == 0xE220A8397B1DCDAF  # splitmix64's first output from seed 0
+    values = [0, 1, 2, 12345, 1 << 63, MASK64, 0x0123456789ABCDEF]
+    assert dedup._mix64(np.array(values, dtype=np.uint64)).tolist() == list(map(splitmix64_finaliser, values))
+
+
+def test_power_tables_hold_successive_powers():
+    base = dedup._polynomial_hash().base
+    assert base % 2 == 1
+    assert dedup._power_table(base, 5).tolist() == [pow(base, i, 1 << 64) for i in range(5)]
+    inverse = dedup._polynomial_hash().inverse_powers[:5].tolist()
+    assert [(p * q) & MASK64 for p, q in zip(dedup._power_table(base, 5).tolist(), inverse, strict=True)] == [
+        1
+    ] * 5
+
+
+@pytest.mark.parametrize("ngram_size", [1, 3, 5])
+def test_shingle_hashes_match_the_reference(vocabulary: list[str], ngram_size: int):
+    deduplicator = Deduplicator(DedupConfig(near=True, ngram_size=ngram_size))
+    rng = random.Random(ngram_size)
+    texts = ["", "one", "Two Words", "x\x00y \t z", " ".join(random_words(rng, vocabulary, 300))]
+    for text in texts:
+        assert deduplicator.shingle_hashes(text).tolist() == reference_shingle_hashes(deduplicator, text), (
+            text
+        )
+
+
+def test_shingle_hashes_of_a_text_longer_than_a_window_match_the_reference(vocabulary: list[str]):
+    words = random_words(random.Random(12), vocabulary, 30_000)  # about 170 KB: two hashing windows
+    words[100] = "y" * (dedup._HASH_WINDOW_BYTES + 3)  # and a word longer than a window
+    text = " ".join(words)
+    assert len(text) > 2 * dedup._HASH_WINDOW_BYTES
+    deduplicator = Deduplicator(DedupConfig(near=True))
+    assert deduplicator.shingle_hashes(text).tolist() == reference_shingle_hashes(deduplicator, text)
+
+
+@pytest.mark.parametrize("words", [3, 400, 7_000])  # one block of few shingles, one large block, two blocks
+def test_signature_and_band_keys_match_the_reference(vocabulary: list[str], words: int):
+    deduplicator = Deduplicator(DedupConfig(near=True))
+    if words > 1000:  # several blocks of the (permutation x shingle) matrix
+        assert words > dedup._MINHASH_BLOCK_ELEMENTS // deduplicator.config.num_permutations
+    text = " ".join(random_words(random.Random(words), vocabulary, words))
+    signature = deduplicator.signature(text)
+    assert signature.dtype == np.uint32
+    assert np.array_equal(signature, reference_signature(deduplicator, text))
+    assert deduplicator.band_keys(signature).tolist() == reference_band_keys(deduplicator, signature)
+
+
+def test_hash_constants_are_fixed_across_versions():
+    # Band keys decide which documents are near duplicates, so the same corpus must give the same
+    # keys in every version: otherwise a re-prepared dataset keeps different documents. If a change
+    # to the hashing is intended, update this digest and say so in the changelog.
+    deduplicator = Deduplicator(DedupConfig(near=True))
+    keys = deduplicator.band_keys(deduplicator.signature("The quick brown fox jumps over the lazy dog " * 3))
+    assert hashlib.sha256(keys.astype("<u8").tobytes()).hexdigest()[:16] == "d2a1b09766613d03"
+
+
+def test_band_key_table_stays_between_a_quarter_and_half_full():
+    table = dedup._KeyTable(capacity=8)
+    rng = np.random.default_rng(13)
+    slots = table.nbytes // 8
+    # Growth is checked at its boundaries: 12 keys make the table exactly half full (no growth), 32
+    # more need exactly the doubled capacity (one doubling, not two).
+    for batch in [1] * 20 + [12, 32, 3, 40, 64, 1, 200, 5]:
+        table.add(rng.integers(1, 2**64, batch, dtype=np.uint64).tolist())
+        grown = table.nbytes // 8 != slots
+        slots = table.nbytes // 8
+        assert slots & (slots - 1) == 0, "the capacity is a power of two (lookups mask the key)"
+        assert 2 * table.size <= slots, (table.size, slots)
+        if grown:
+            assert 4 * table.size > slots, (table.size, slots)
+
+
+def test_band_key_table_keeps_zero_and_repeated_keys_through_growth():
+    table = dedup._KeyTable(capacity=8)
+    table.add([0, 1 << 40])  # zero is stored as one
+    table.add([7, 7, 9])  # two bands of one document with the same key, then another key
+    assert table.size == 4 and table.contains_any([9]) and table.contains_any([0])
+    table.add(list(range(100, 400)))
+    assert table.nbytes // 8 >= 2 * table.size
+    assert all(table.contains_any([k]) for k in (0, 1, 1 << 40, 7, 9, 100, 399))
+    assert not table.contains_any([2, 3, 400])
+
+
+def test_seed_zero_is_valid_and_unknown_options_are_named():
+    assert DedupConfig(seed=0).seed == 0
+    with pytest.raises(ValueError, match=r"unknown dedup option 'nearr'; valid options are: exact, near"):
+        DedupConfig.from_dict({"nearr": True})
+
+
+def geometric_word_hash(byte: int, length: int, base: int) -> int:
+    """sum((byte + 1) * base**i for i < length) mod 2**64, by doubling (a word of one repeated byte)."""
+    total, power, size = 0, 1, 0  # sum of base**i for i < size, and base**size
+    for bit in bin(length)[2:]:
+        total, power, size = (total + total * power) & MASK64, (power * power) & MASK64, 2 * size
+        if bit == "1":
+            total, power, size = (total + power) & MASK64, (power * base) & MASK64, size + 1
+    assert size == length
+    return ((byte + 1) * total) & MASK64
+
+
+def test_a_word_too_big_for_the_kept_scratch_arrays_hashes_like_the_reference():
+    # 3 MiB: its (uint64) scratch arrays exceed _MAX_KEPT_SCRATCH_BYTES and are allocated afresh.
+    length = 3 << 20
+    assert 8 * length > dedup._MAX_KEPT_SCRATCH_BYTES
+    base = dedup._polynomial_hash().base
+    assert geometric_word_hash(ord("z"), 5, base) == (
+        sum((ord("z") + 1) * pow(base, i, 1 << 64) for i in range(5)) & MASK64
+    )
+    deduplicator = Deduplicator(DedupConfig(near=True, ngram_size=1))
+    hashes = deduplicator.shingle_hashes("short " + "z" * length + " words")
+    word_hash = geometric_word_hash(ord("z"), length, base)
+    assert hashes[1] == splitmix64_finaliser(
+        (word_hash * int(deduplicator._position_multipliers[0])) & MASK64
+    )

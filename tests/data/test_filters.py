@@ -8,7 +8,15 @@ from collections import Counter
 
 import pytest
 
-from lit_pretrain.data.filters import DocumentFilter, FilterConfig, top_ngram_char_fraction
+from lit_pretrain.data.filters import (
+    DocumentFilter,
+    FilterConfig,
+    duplicate_line_fraction,
+    has_control_chars,
+    non_alnum_fraction,
+    top_ngram_char_fraction,
+    word_chars,
+)
 from lit_pretrain.data.sources import ReadReport, python_stdlib_code, python_stdlib_prose
 
 PROSE = (
@@ -327,7 +335,16 @@ def test_from_dict_names_an_unknown_key_and_the_valid_ones():
     [
         ({"max_duplicate_line_fraction": 1.5}, r"max_duplicate_line_fraction must be a fraction in \[0, 1\]"),
         ({"max_non_alnum_fraction": -0.1}, r"max_non_alnum_fraction must be a fraction"),
-        ({"min_chars": -1}, r"min_chars must be a non-negative integer"),
+        ({"min_chars": -1}, r"min_chars must be a non-negative integer, got -1$"),
+        ({"min_chars": None}, r"min_chars must be a non-negative integer, got None$"),
+        ({"top_ngram_min_words": None}, r"top_ngram_min_words must be a non-negative integer, got None$"),
+        ({"max_non_alnum_fraction": True}, r"max_non_alnum_fraction must be a fraction"),
+        ({"max_duplicate_line_fraction": "0.3"}, r"max_duplicate_line_fraction must be a fraction"),
+        ({"max_top_ngram_fraction": [0.2]}, r"max_top_ngram_fraction must map n to a fraction"),
+        (
+            {"max_top_ngram_fraction": {2: None}},
+            r"max_top_ngram_fraction\[2\] must be a fraction in \[0, 1\]$",
+        ),
         ({"code_max_line_length": -5}, r"code_max_line_length must be a non-negative integer or null"),
         ({"max_chars": "100"}, r"max_chars must be a non-negative integer"),
         ({"normalize_nfc": "yes"}, r"normalize_nfc must be true or false"),
@@ -356,3 +373,198 @@ def test_defaults_keep_the_standard_library_docstrings():
     documents = list(python_stdlib_prose(ReadReport()))
     kept = sum(document_filter(document.text, is_code=False) is not None for document in documents)
     assert kept / len(documents) >= 0.95, document_filter.counts
+
+
+def test_from_dict_accepts_the_ends_of_every_range():
+    config = FilterConfig.from_dict(
+        {
+            "max_non_alnum_fraction": 0,
+            "max_duplicate_line_fraction": 1.0,
+            "max_top_ngram_fraction": {1: 0.5, "3": 0},
+            "min_chars": 0,
+            "top_ngram_min_words": 0,
+        }
+    )
+    assert config.max_top_ngram_fraction == {1: 0.5, 3: 0.0}
+    assert config.max_non_alnum_fraction == 0 and config.max_duplicate_line_fraction == 1.0
+
+
+# Each threshold keeps a document exactly at it and drops one just past it.
+
+
+def test_min_chars_boundary():
+    assert dropped_by(None, "x" * 10) is None
+    assert dropped_by(None, "  " + "x" * 10 + "\n") is None
+    assert dropped_by(None, "x" * 9) == "min_chars"
+    assert dropped_by(None, "  " + "x" * 9 + "  ") == "min_chars"
+    assert dropped_by(FilterConfig(min_chars=0), "") is None  # switched off: even the empty text is kept
+
+
+def test_code_line_length_boundary():
+    config = FilterConfig(code_max_line_length=100)
+    assert dropped_by(config, CODE + "x" * 100 + "\n", is_code=True) is None
+    assert dropped_by(config, CODE + "x" * 101 + "\n", is_code=True) == "code_line_length"
+    assert dropped_by(config, "y" * 101, is_code=True) == "code_line_length"
+
+
+def test_non_alnum_fraction_boundary():
+    assert dropped_by(None, "a!" * 20) is None  # exactly half
+    assert dropped_by(None, "a!" * 20 + "!") == "non_alnum_fraction"
+
+
+def test_duplicate_line_fraction_boundary():
+    config = FilterConfig(max_top_ngram_fraction=None)
+    unique = [f"Line number {i} is unique." for i in range(7)]
+    assert dropped_by(config, "\n".join(unique + [unique[0]] * 3)) is None  # 3 of 10 lines: exactly 0.3
+    assert dropped_by(config, "\n".join(unique[:6] + [unique[0]] * 3)) == "duplicate_lines"  # 3 of 9
+
+
+def test_shortest_text_with_enough_words_is_judged_by_the_ngram_filters():
+    fifty_words = " ".join(["a"] * 50)  # 99 characters: the fewest that can hold 50 words
+    assert dropped_by(None, fifty_words) == "top_2gram"
+    assert dropped_by(None, " ".join(["a"] * 49)) is None
+
+
+def test_top_ngram_fraction_boundary_with_overlapping_occurrences():
+    # "aa aa aa" ten times: the bigram (aa, aa) occurs 20 times but covers only 60 characters, which
+    # is exactly a quarter of 240 (the filler words are unique, 3 characters each).
+    runs = [["aa", "aa", "aa", f"w{i:02d}", f"x{i:02d}", f"y{i:02d}", f"z{i:02d}"] for i in range(10)]
+    fillers = [f"v{i:02d}" for i in range(20)]
+    words = [word for run in runs for word in run] + fillers
+    assert reference_top_ngram_fraction(words, 2) == 0.25
+    config = FilterConfig(max_top_ngram_fraction={2: 0.25})
+    assert dropped_by(config, " ".join(words)) is None
+    assert dropped_by(config, " ".join(words[:-1])) == "top_2gram"
+
+
+def test_an_ngram_counts_from_its_second_occurrence():
+    fillers = [f"w{i:02d}" for i in range(50)]
+    phrase = ["x" * 30, "y" * 30]
+    config = FilterConfig(max_top_ngram_fraction={2: 0.2})
+    # Once, it covers 60 of 210 characters but is not a repetition: kept.
+    assert dropped_by(config, " ".join(fillers[:25] + phrase + fillers[25:])) is None
+    # Twice, 120 of 270: dropped.
+    twice = fillers[:10] + phrase + fillers[10:30] + phrase + fillers[30:]
+    assert reference_top_ngram_fraction(twice, 2) == pytest.approx(120 / 270)
+    assert dropped_by(config, " ".join(twice)) == "top_2gram"
+
+
+@pytest.mark.parametrize(("n", "limit", "fillers"), [(2, 0.2, 95), (3, 0.18, 113), (4, 0.16, 120)])
+def test_one_heavy_word_can_carry_a_phrase_over_the_limit(n: int, limit: float, fillers: int):
+    # A phrase of one long word and n - 1 one-letter words, 6 times among unique filler words: only
+    # the long word is heavy, yet the phrase covers more than the limit. The shortcut that rules
+    # n-grams out from single-word masses must still let it through.
+    phrase = ["h" * 20, "b", "c", "d"][:n]
+    words = []
+    for i in range(fillers):
+        words.append(f"w{i:04d}")
+        if i % 15 == 7 and i < 90:
+            words += phrase
+    assert words.count("b" if n > 1 else phrase[0]) == 6
+    assert reference_top_ngram_fraction(words, n) > limit
+    assert dropped_by(FilterConfig(max_top_ngram_fraction={n: limit}), " ".join(words)) == f"top_{n}gram"
+    looser = reference_top_ngram_fraction(words, n) + 0.001
+    assert dropped_by(FilterConfig(max_top_ngram_fraction={n: looser}), " ".join(words)) is None
+
+
+def test_an_ngram_longer_than_the_document_never_drops_it():
+    config = FilterConfig(max_top_ngram_fraction={60: 0.01})
+    assert dropped_by(config, " ".join(["spam"] * 55)) is None
+
+
+def test_non_ascii_spam_is_judged_on_its_characters():
+    words = ["größe", "maß"] * 20 + [f"wört{i}" for i in range(20)]
+    assert word_chars(" ".join(words), words) == sum(map(len, words)) == 20 * 8 + 10 * 5 + 10 * 6
+    assert dropped_by(None, " ".join(words)) == "top_2gram"
+
+
+def test_word_chars_counts_characters_not_bytes_or_spaces():
+    assert word_chars("ab  c\td\n", ["ab", "c", "d"]) == 4
+    assert word_chars("héllo wörld ☃", ["héllo", "wörld", "☃"]) == 11
+    assert word_chars("a\x1cb", ["a", "b"]) == 2  # str.split splits on the ASCII separators too
+
+
+def reference_non_alnum_fraction(text: str) -> float:
+    return sum(not c.isalnum() and not c.isspace() for c in text) / len(text) if text else 0.0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "plain words and spaces",
+        "snake_case_name = x + 1;",
+        "naïve_snake_case = «x» + 1;",  # non-ASCII text with ASCII symbols, the underscore among them
+        "café!! über-groß?",
+        "naïve «quote» — ok…",
+        "日本語の文章、句読点。",
+        "emoji 😀 and ½ ² ٣ digits",
+        "e\u0301 combining and \u00a0 no-break space",
+        "lone \ud800 surrogate!",
+    ],
+)
+def test_non_alnum_fraction_matches_a_character_by_character_count(text: str):
+    assert non_alnum_fraction(text) == pytest.approx(reference_non_alnum_fraction(text), abs=1e-12)
+
+
+def test_duplicate_lines_of_every_line_ending_and_of_blank_text():
+    assert duplicate_line_fraction("same\rsame\rother") == pytest.approx(1 / 3)
+    assert duplicate_line_fraction("same\r\nsame\r\nsame") == pytest.approx(2 / 3)
+    assert duplicate_line_fraction("one line only") == 0.0
+    assert duplicate_line_fraction("\n  \n\t\n") == 0.0  # blank lines are not lines
+    assert dropped_by(None, "Same old line here.\rSame old line here.\rSame old line here.") == (
+        "duplicate_lines"
+    )
+
+
+def test_top_ngram_fraction_of_too_few_words_or_no_characters_is_zero():
+    assert top_ngram_char_fraction(["word"], 2) == 0.0
+    assert top_ngram_char_fraction([], 2) == 0.0
+    assert top_ngram_char_fraction(["", "", ""], 2) == 0.0
+    assert top_ngram_char_fraction(["a", "b"], 2) == 0.0  # one bigram, not repeated
+
+
+def test_c1_controls_alone_are_found_and_removed():
+    text = "Caf\u00e9 au lait\x85 costs\x9f three euros in the morning."
+    assert has_control_chars(text) and not has_control_chars("Caf\u00e9 \u00a0 au lait")
+    document_filter = DocumentFilter()
+    assert document_filter(text, is_code=False) == "Caf\u00e9 au lait costs three euros in the morning."
+    assert document_filter.counts["control_chars_removed"] == 1
+
+
+def test_lone_surrogates_do_not_break_cleaning_or_filters():
+    # JSON can carry unpaired surrogates ("\\ud800"); they must not raise anywhere.
+    text = "A sentence with an unpaired \ud800 surrogate in it, and more words after."
+    assert not has_control_chars(text)
+    assert DocumentFilter()(text, is_code=False) == text
+    assert has_control_chars(text + "\x07")
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        "#!/usr/bin/env python\n# Generated by Django 4.2 on 2024-01-01 12:00\n",
+        "#!/usr/bin/env python\n#\n#\n#\n# DO NOT EDIT\n",  # the fifth line is still the head
+    ],
+)
+def test_markers_on_later_lines_of_the_head_count(head: str):
+    assert dropped_by(None, head + CODE, is_code=True) == "generated_code"
+
+
+def test_a_marker_past_the_fifth_line_does_not_count():
+    assert dropped_by(None, "#\n" * 5 + "# DO NOT EDIT\n" + CODE, is_code=True) is None
+
+
+def test_every_drop_and_rewrite_is_counted():
+    document_filter = DocumentFilter()
+    for _ in range(3):
+        document_filter("tiny", is_code=False)
+        document_filter("Cafe\u0301 au lait, served in the small cafe near the station.", is_code=False)
+    assert document_filter.counts["min_chars"] == 3 and document_filter.counts["nfc_changed"] == 3
+    assert document_filter.dropped == 3
+
+
+def test_merge_counts_adds_counters_this_filter_does_not_have():
+    document_filter = DocumentFilter()
+    document_filter.merge_counts({"top_9gram": 2, "min_chars": 1})
+    assert document_filter.counts["top_9gram"] == 2 and document_filter.counts["min_chars"] == 1

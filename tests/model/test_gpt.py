@@ -91,7 +91,9 @@ def test_kv_cache_decoding_matches_full_forward(name):
         steps.append(model(idx[:, pos : pos + 1], torch.tensor([pos])))
     torch.testing.assert_close(torch.cat(steps, dim=1), expected, rtol=0, atol=1e-5)
     model.clear_kv_cache()
-    with pytest.raises(RuntimeError, match="setup_kv_cache"):
+    with pytest.raises(
+        RuntimeError, match=r"^input_pos given but no KV cache: call model.setup_kv_cache\(\) first$"
+    ):
         model(idx[:, :1], torch.tensor([0]))
 
 
@@ -180,6 +182,7 @@ def test_meta_build_then_reset_matches_regular_build(name):
     with torch.device("meta"):
         model = GPT(config)
     assert model.wte.weight.is_meta
+    assert config.tie_embeddings == (model.lm_head.weight is model.wte.weight)  # tied from the start
     model.to_empty(device="cpu")
     torch.manual_seed(3)
     model.reset_parameters()
@@ -195,11 +198,15 @@ def test_meta_build_then_reset_matches_regular_build(name):
     [
         (dict(n_embd=65), "n_embd"),
         (dict(n_kv_head=3), "n_kv_head"),
-        (dict(norm="batchnorm"), "norm"),
-        (dict(position="alibi"), "position"),
-        (dict(mlp="relu"), "mlp"),
+        (dict(norm="batchnorm"), r"^norm must be one of \('layernorm', 'rmsnorm'\), got 'batchnorm'$"),
+        (dict(position="alibi"), r"^position must be one of \('learned', 'rope'\), got 'alibi'$"),
+        (dict(mlp="relu"), r"^mlp must be one of \('gelu', 'swiglu'\), got 'relu'$"),
         (dict(n_layer=0), "n_layer"),
         (dict(intermediate_size=-1), "intermediate_size"),
+        (dict(intermediate_size=0), r"^intermediate_size must be positive, got 0$"),
+        (dict(n_kv_head=0), r"n_kv_head \(0\) must divide n_head \(4\)"),
+        (dict(dropout=1.0), r"dropout must be in \[0, 1\), got 1.0"),
+        (dict(n_embd=12, n_head=4), r"n_embd / n_head must be even for rope positions, got 3"),
     ],
 )
 def test_bad_config_raises(overrides, field):
@@ -207,10 +214,46 @@ def test_bad_config_raises(overrides, field):
         ModelConfig.from_name("llama-debug", **overrides)
 
 
+def test_smallest_valid_sizes_are_accepted():
+    assert ModelConfig.from_name("gpt2-debug", n_embd=12, n_head=4).head_size == 3  # odd: fine without RoPE
+    assert ModelConfig.from_name("llama-debug", intermediate_size=1).intermediate_size == 1
+
+
+def test_rope_tables_stay_float32_whatever_the_default_dtype():
+    # Built under a bfloat16 default (a common way to get a bf16 model), the weights are bf16 but the
+    # rotary tables keep float32: in bf16 the angles of late positions lose too much precision.
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        model = GPT(ModelConfig.from_name("llama-debug"))
+    finally:
+        torch.set_default_dtype(default)
+    assert model.wte.weight.dtype == torch.bfloat16
+    assert model.rope_cos.dtype == model.rope_sin.dtype == torch.float32
+
+
+def test_decoding_without_a_cache_is_a_clear_error():
+    model = build("llama-debug")
+    with pytest.raises(RuntimeError, match="call model.setup_kv_cache"):
+        model(torch.zeros(1, 1, dtype=torch.long), torch.tensor([0]))
+
+
 def test_from_name():
     assert ModelConfig.from_name("tiny").name == "tiny"
     assert ModelConfig.from_name("tiny", n_layer=1).n_layer == 1
     assert ModelConfig().intermediate_size == ModelConfig.from_name("tiny").intermediate_size
     assert ModelConfig(n_head=8).n_kv_head == 8
-    with pytest.raises(ValueError, match="gpt2-124m"):
+    known = "gpt2-124m, gpt2-debug, llama-160m, llama-debug, llama2-7b, tiny, tinyllama-1.1b"
+    with pytest.raises(ValueError, match=f"Unknown model name 'gpt5'; known names: {known}$"):
         ModelConfig.from_name("gpt5")
+
+
+def test_init_parameter_draws_from_the_given_generator():
+    # Sharded initialisation draws each full parameter from its own generator, not the global RNG.
+    model = build("llama-debug")
+    tensors = [torch.empty(64, 64) for _ in range(2)]
+    torch.manual_seed(0)
+    for tensor in tensors:
+        model.init_parameter_("blocks.0.attn.q.weight", tensor, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(tensors[0], tensors[1])
+    assert torch.equal(torch.rand(3), torch.rand(3, generator=torch.Generator().manual_seed(0)))
