@@ -124,6 +124,7 @@ class PretrainDataModule(L.LightningDataModule):
         self.global_batch_size = global_batch_size
         self._manifests: list[dict[str, Any]] | None = None
         self._train_loader: ConsumedStateLoader | None = None
+        self._spec: DataSpec | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -172,7 +173,12 @@ class PretrainDataModule(L.LightningDataModule):
         return sources
 
     def spec(self) -> DataSpec:
-        """This data as the training side sees it (reads the manifests; checks them)."""
+        """This data as the training side sees it (read once: the module and callbacks all ask for it)."""
+        if self._spec is None:
+            self._spec = self._read_spec()
+        return self._spec
+
+    def _read_spec(self) -> DataSpec:
         return DataSpec(
             data_dirs=tuple(self.data_dirs),
             vocab_size=self.vocab_size,
