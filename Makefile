@@ -70,6 +70,8 @@ pretrain: baseline
 	@echo ""
 	@echo "== Done. Checkpoints: $(RUN_DIR)/checkpoints/   TensorBoard logs: $(RUN_DIR)/tensorboard/"
 	@echo "== Look at the curves with:  $(VENV)/bin/tensorboard --logdir $(RUN_DIR)/tensorboard"
+	@$(VENV)/bin/lit-pretrain report $(RUN_DIR)
+	@echo "== Report (plots and summary): $(RUN_DIR)/report/README.md"
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

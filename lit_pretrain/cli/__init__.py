@@ -27,6 +27,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "memory, FLOPs and time of a run, no GPU needed",
         "estimate --config ... [--gpu h100-sxm]",
     ),
+    "report": (
+        "report",
+        "plots and a Markdown summary of a run's TensorBoard logs",
+        "report RUN_DIR [--output_dir DIR]",
+    ),
 }
 # Exceptions that mean "the input is wrong", not "the code is wrong".
 USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, ValueError)
