@@ -5,15 +5,21 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 from jsonargparse import Namespace
 from jsonargparse.typing import register_type
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
+from lit_pretrain.callbacks.loss_guard import LossGuard
+from lit_pretrain.callbacks.memory import MemoryMonitor
 from lit_pretrain.callbacks.preemption import Preemption
+from lit_pretrain.callbacks.progress import RunProgress
 from lit_pretrain.callbacks.source_tokens import SourceTokenCounter
 from lit_pretrain.callbacks.throughput import TokenThroughput
+from lit_pretrain.checkpoint.loading import read_metadata
 from lit_pretrain.checkpoint.naming import STEP_FILENAME, find_last_checkpoint
 from lit_pretrain.checkpoint.retention import RetainingCheckpoint
 from lit_pretrain.data.datamodule import PretrainDataModule
@@ -26,15 +32,26 @@ log = logging.getLogger(__name__)
 # --model.max_tokens 3e12 and --max_tokens 3e12: token counts may be written in scientific notation.
 register_type(TokenCount, serializer=int, deserializer=TokenCount)
 
+# The init argument through which each logger continues an existing run, by logger class name.
+RESUME_ARGUMENT = {
+    "TensorBoardLogger": "version",
+    "CSVLogger": "version",
+    "WandbLogger": "id",
+    "MLFlowLogger": "run_id",
+}
+
 
 class PretrainCLI(LightningCLI):
-    """LightningCLI with checkpointing (`--checkpoint.*`), preemption (`--preemption.*`), run-directory
-    defaults and `--ckpt_path last` meaning the newest complete checkpoint, or a fresh start without one."""
+    """LightningCLI with checkpointing (`--checkpoint.*`), preemption (`--preemption.*`), throughput and MFU
+    (`--perf.*`), the loss guard (`--loss_guard.*`), run-directory defaults, and `--ckpt_path last` meaning
+    the newest complete checkpoint (continuing its logger's run), or a fresh start without one."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Add `--checkpoint.*` (atomic, retained checkpoints; last.ckpt links the newest) and `--preemption.*`."""
+        """Add the callbacks every run has, each with its own argument group."""
         parser.add_lightning_class_args(RetainingCheckpoint, "checkpoint")
         parser.add_lightning_class_args(Preemption, "preemption")
+        parser.add_lightning_class_args(TokenThroughput, "perf")
+        parser.add_lightning_class_args(LossGuard, "loss_guard")
         parser.set_defaults(
             {
                 "checkpoint.save_last": "link",
@@ -47,30 +64,25 @@ class PretrainCLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
-        """Fill what the run's other settings decide: seq_len, checkpoint and TensorBoard directories."""
+        """Fill what the run's other settings decide: seq_len, directories, the checkpoint to resume from."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         fill_seq_len(config)
         root = config.trainer.default_root_dir or os.getcwd()
         if config.checkpoint.dirpath is None:
             config.checkpoint.dirpath = str(Path(root) / "checkpoints")
         if config.trainer.logger in (None, True):
-            config.trainer.logger = {
-                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                "init_args": {"save_dir": str(root), "name": "tensorboard"},
-            }
-
-    def before_fit(self) -> None:
-        """Resolve `--ckpt_path last` to the newest complete checkpoint, or start fresh with a message."""
-        config = self.config_init[self.subcommand]
-        if config.get("ckpt_path") != "last":
-            return
-        directory = Path(config["checkpoint"].dirpath)
-        found = find_last_checkpoint(directory)
-        if found is None:
-            log.info("no complete checkpoint in %s: starting a fresh run", directory)
-        else:
-            log.info("resuming from %s", found)
-        config["ckpt_path"] = None if found is None else str(found)
+            config.trainer.logger = Namespace(
+                class_path="lightning.pytorch.loggers.TensorBoardLogger",
+                init_args=Namespace(save_dir=str(root), name="tensorboard", default_hp_metric=False),
+            )
+        if self.subcommand == "fit" and config.get("ckpt_path") == "last":
+            config.ckpt_path = resolve_last_checkpoint(Path(config.checkpoint.dirpath))
+        if self.subcommand == "fit" and config.get("ckpt_path"):
+            continue_logger_runs(config.trainer.logger, read_metadata(Path(config.ckpt_path)))
+        if config.trainer.enable_progress_bar is False:
+            # Lightning refuses a progress bar callback when the bar is turned off.
+            defaults = self.trainer_defaults
+            defaults["callbacks"] = [c for c in defaults["callbacks"] if not isinstance(c, RunProgress)]
 
     def after_fit(self) -> None:
         """Say where everything went and how it ended."""
@@ -87,8 +99,67 @@ class PretrainCLI(LightningCLI):
             if name in metrics:
                 print(f"   {name}: {metrics[name]:.4f}")
         print(f"   checkpoints: {checkpoint_dir}")
-        if isinstance(trainer.logger, TensorBoardLogger):
-            print(f"   TensorBoard: tensorboard --logdir {trainer.logger.root_dir}")
+        for logger in trainer.loggers:
+            print(f"   {describe_logger(logger)}")
+        if trainer.default_root_dir:
+            print(f"   report: lit-pretrain report {trainer.default_root_dir}")
+
+
+class LogConfigCallback(SaveConfigCallback):
+    """Saves the resolved configuration next to the logs and logs all of it as hyperparameters."""
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Every logger gets the whole configuration (model, data, trainer, callbacks), not only the model's."""
+        config = self.config.as_dict()
+        config.pop("config", None)  # the --config file paths, not settings
+        for logger in trainer.loggers:
+            logger.log_hyperparams(config)
+
+
+def resolve_last_checkpoint(directory: Path) -> str | None:
+    """`--ckpt_path last`: the newest complete checkpoint in `directory`, or None (a fresh start)."""
+    found = find_last_checkpoint(directory)
+    if found is None:
+        log.info("no complete checkpoint in %s: starting a fresh run", directory)
+        return None
+    log.info("resuming from %s", found)
+    return str(found)
+
+
+def continue_logger_runs(logger_config: Any, metadata: dict[str, Any]) -> None:
+    """Point each configured logger at the run its checkpoint logged to, so a resumed run's curves continue.
+
+    A logger whose configuration names its own version (or W&B id, MLflow run id) is left alone.
+    """
+    saved = {entry["class_name"]: entry["version"] for entry in metadata.get("loggers", [])}
+    entries = logger_config if isinstance(logger_config, list) else [logger_config]
+    for entry in entries:
+        if not isinstance(entry, Namespace) or "class_path" not in entry:
+            continue
+        class_name = entry.class_path.rsplit(".", 1)[-1]
+        argument = RESUME_ARGUMENT.get(class_name)
+        if argument is None or saved.get(class_name) is None:
+            continue
+        if entry.get("init_args") is None:
+            entry.init_args = Namespace()
+        if entry.init_args.get(argument) is None:
+            entry.init_args[argument] = saved[class_name]
+            log.info("%s continues run %s", class_name, saved[class_name])
+
+
+def describe_logger(logger: Logger) -> str:
+    """Where a finished run's logger put its metrics, in one line."""
+    if isinstance(logger, TensorBoardLogger):
+        return f"TensorBoard: tensorboard --logdir {logger.log_dir}"
+    if isinstance(logger, CSVLogger):
+        return f"CSV: {Path(logger.log_dir) / 'metrics.csv'}"
+    name = type(logger).__name__
+    if name == "WandbLogger":
+        url = getattr(logger.experiment, "url", None)
+        return f"W&B: run {logger.version}" + (f" ({url})" if url else " (offline: wandb sync to upload)")
+    if name == "MLFlowLogger":
+        return f"MLflow: run {logger.version} in {logger.save_dir}"
+    return f"{name}: {logger.log_dir or logger.save_dir}"
 
 
 def fill_seq_len(config: Namespace) -> None:
@@ -121,9 +192,11 @@ def run_lightning_cli(
             "log_every_n_steps": 10,
             "num_sanity_val_steps": 0,
             "check_val_every_n_epoch": None,  # validate every val_check_interval steps, not per epoch
-            "callbacks": [TokenThroughput(), SourceTokenCounter(), *(extra_callbacks or [])],
+            # RunProgress last: it shows what the others logged at the same step.
+            "callbacks": [MemoryMonitor(), SourceTokenCounter(), *(extra_callbacks or []), RunProgress()],
             "plugins": [{"class_path": "lit_pretrain.checkpoint.atomic.AtomicCheckpointIO"}],
         },
+        save_config_callback=LogConfigCallback,
         save_config_kwargs={"overwrite": True},
         args=args,
         parser_kwargs={"default_env": False, **({"prog": prog} if prog else {})},

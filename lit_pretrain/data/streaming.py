@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -42,19 +43,29 @@ class ConsumedStateLoader(StreamingDataLoader):
     Lightning fetches one batch ahead of the training step. litdata counts that batch as drawn, so a
     checkpoint saved after step k would resume at batch k + 2 and skip one. This loader remembers its
     state after each batch it hands out; `mark_consumed` (called as each batch reaches the training
-    step) moves the saved state forward by one batch.
+    step) moves the saved state forward by one batch. `wait_seconds` is the time spent waiting for batches.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._pending_states: deque[dict[str, Any]] = deque()
         self._consumed_state: dict[str, Any] | None = None
+        # Seconds the caller has spent waiting for batches, all iterations together (for perf metrics).
+        self.wait_seconds = 0.0
 
     def __iter__(self) -> Iterator[Any]:
-        """Batches, as litdata yields them, remembering the state after each."""
+        """Batches, as litdata yields them, remembering the state after each and timing each wait."""
         self._pending_states.clear()
         self._consumed_state = None
-        for batch in super().__iter__():
+        batches = super().__iter__()
+        while True:
+            started = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            finally:
+                self.wait_seconds += time.perf_counter() - started
             self._pending_states.append(super().state_dict())
             yield batch
 

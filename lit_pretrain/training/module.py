@@ -10,7 +10,6 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
@@ -44,7 +43,6 @@ from lit_pretrain.parallel.config import ParallelConfig
 from lit_pretrain.parallel.gradients import clip_grad_norm_, total_grad_norm
 from lit_pretrain.parallel.init import materialize
 from lit_pretrain.training.budget import TokenCount, schedule_length
-from lit_pretrain.training.nonfinite import NonFiniteSteps
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +62,12 @@ class LitPretrain(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.95),
         eps: float = 1e-8,
         init_from: str | None = None,
-        max_consecutive_skipped_steps: int = 10,
         parallel: ParallelConfig | dict | None = None,
         max_tokens: TokenCount | None = None,
     ) -> None:
         """`init_from` starts from a checkpoint's weights only (fresh optimizer and schedule).
 
-        A step whose loss is NaN or infinite is skipped (parameters unchanged); more than
-        `max_consecutive_skipped_steps` such steps in a row stop the run. `parallel` says how blocks are
+        `parallel` says how blocks are
         sharded (under ModelParallelStrategy), recomputed and compiled (see parallel/). Training stops
         after `max_tokens` training tokens, or at the trainer's max_steps / max_time if sooner.
         """
@@ -89,19 +85,19 @@ class LitPretrain(L.LightningModule):
         )
         self.model: GPT | None = None
         self.val_loss = MeanMetric()
+        # The logged steps' training loss: a mean over their micro-batches and the data-parallel ranks.
+        # No NaN checks: they would move the loss to the host on every update.
+        self.train_loss = MeanMetric(nan_strategy="disable")
+        # This optimizer step's micro-batch losses summed on the device, for `step_loss` (the loss guard).
+        self._step_loss_sum: torch.Tensor | None = None
+        self._step_micro_batches = 0
         # One mean per validation source, created in setup() once the data's sources are known.
         self.val_loss_by_source = torch.nn.ModuleDict()
         self.val_source_names: list[str] = []
         self.tokens_seen = 0
-        self.non_finite = NonFiniteSteps(max_consecutive_skipped_steps)
         # Set in setup(): how many data-parallel ranks there are and which one this process is.
         self.data_parallel_size, self.data_parallel_rank = 1, 0
         self.data: DataSpec | None = None
-
-    @property
-    def skipped_steps(self) -> int:
-        """Optimizer steps skipped so far because a loss was not finite."""
-        return self.non_finite.skipped
 
     def configure_model(self) -> None:
         """Build the network here (not in __init__), so strategies can decide where and how it lives."""
@@ -195,13 +191,39 @@ class LitPretrain(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         """Next-token cross-entropy on one micro-batch."""
         loss = self._loss(batch)
-        self.non_finite.observe(loss)
+        accumulate = self.trainer.accumulate_grad_batches
+        detached = loss.detach()
+        if batch_idx % accumulate == 0:
+            self._step_loss_sum, self._step_micro_batches = detached, 0
+        else:
+            self._step_loss_sum = self._step_loss_sum + detached
+        self._step_micro_batches += 1
         self.tokens_seen += tokens_in_batch(batch) * self.data_parallel_size
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/tokens_seen", float(self.tokens_seen))
-        # The rate used by this step (a Python float: logging it costs no device sync).
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        if should_log_this_step(self.trainer):
+            self.train_loss.update(detached)
+            if ends_optimizer_step(batch_idx, accumulate):
+                # The only reduction across ranks, and the only host transfer, of the training loss.
+                mean = self.train_loss.compute()
+                self.train_loss.reset()
+                self.log("train/loss", mean, sync_dist=False)
+                self.log("train/ppl", torch.exp(mean), sync_dist=False)
+                self.log("train/tokens_seen", float(self.tokens_seen))
+                # The rate used by this step (a Python float: logging it costs no device sync).
+                self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
+
+    def step_loss(self) -> torch.Tensor | None:
+        """This process's mean loss over the micro-batches of the current optimizer step (on the device)."""
+        if self._step_loss_sum is None:
+            return None
+        return self._step_loss_sum / self._step_micro_batches
+
+    def planned_steps(self) -> int | None:
+        """The run's length in optimizer steps (the sooner of max_steps and max_tokens); None if unbounded."""
+        try:
+            return self._planned_steps()
+        except ValueError:
+            return None
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Stop once `max_tokens` training tokens have been seen (at the end of an optimizer step)."""
@@ -212,31 +234,6 @@ class LitPretrain(L.LightningModule):
             and ends_optimizer_step(batch_idx, self.trainer.accumulate_grad_batches)
         ):
             self.trainer.should_stop = True
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Skip the step when a micro-batch's loss was NaN or infinite: no gradient reaches the weights."""
-        bad = self.non_finite.take_bad_flag()
-        if bad is None:
-            return
-        if self.trainer.world_size > 1:  # every rank must skip together
-            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
-        skip = bool(bad > 0)  # one host sync per optimizer step
-        self.non_finite.record(skip)
-        if not skip:
-            return
-        precision = self.trainer.precision_plugin
-        if not (isinstance(precision, MixedPrecision) and precision.scaler is not None):
-            # AdamW leaves a parameter without a gradient untouched (no moment update, no weight decay).
-            # With a GradScaler the non-finite gradients already make it skip the step.
-            for group in optimizer.param_groups:
-                for parameter in group["params"]:
-                    parameter.grad = None
-        self.log("train/skipped_steps", float(self.non_finite.skipped))
-        rank_zero_warn(
-            f"step {self.trainer.global_step}: the loss is not finite; skipped this optimizer step "
-            f"({self.non_finite.consecutive} in a row, {self.non_finite.skipped} in all)"
-        )
-        self.non_finite.check_not_diverged(self.trainer.global_step)
 
     def configure_gradient_clipping(
         self,
@@ -282,11 +279,11 @@ class LitPretrain(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW (weight decay on matrices only) and a per-optimizer-step warmup + cosine schedule."""
-        decay_steps = self.hparams.lr_decay_steps or self._schedule_length()
+        decay_steps = self.hparams.lr_decay_steps or self._planned_steps()
         optimizer, scheduler = build_adamw(self.model.parameters(), self.optimizer_config, decay_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def _schedule_length(self) -> int:
+    def _planned_steps(self) -> int:
         tokens_per_step = 0
         if self.data is not None:
             tokens_per_step = (
@@ -306,10 +303,15 @@ class LitPretrain(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store counters, RNG states and what a resume must match; the tokenizer, for generation."""
         checkpoint["tokens_seen"] = self.tokens_seen
-        checkpoint["skipped_steps"] = self.non_finite.skipped
         checkpoint["rng_states"] = rng_states()
         if attached_trainer(self) is not None:
             checkpoint["resume_fingerprint"] = self._resume_fingerprint()
+        if attached_trainer(self) is not None:
+            # Which logger run this is, so that a resumed run continues it (cli/fit.py).
+            checkpoint["loggers"] = [
+                {"class_name": type(logger).__name__, "version": logger.version}
+                for logger in self.trainer.loggers
+            ]
         if self.data is not None:
             checkpoint["tokenizer_json"] = self.data.tokenizer_json
             checkpoint["data_manifest"] = self.data.manifest
@@ -317,7 +319,6 @@ class LitPretrain(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore counters and RNG states; refuse to resume a run that differs from the checkpoint's."""
         self.tokens_seen = int(checkpoint.get("tokens_seen", 0))
-        self.non_finite.skipped = int(checkpoint.get("skipped_steps", 0))
         trainer = attached_trainer(self)
         resuming = trainer is not None and trainer.state.fn == TrainerFn.FITTING
         if split_fused_qkv(checkpoint.get("state_dict", {})) and resuming:

@@ -146,18 +146,19 @@ def kill(process: subprocess.Popen, signum: int = signal.SIGKILL) -> None:
 
 
 def step_losses(run_dir: Path) -> list[dict[int, float]]:
-    """train/loss by step for each TensorBoard version (each process) of a run, in order."""
+    """train/loss by step for each process that trained the run (each event file), in the order they ran.
+
+    A resumed run writes a new event file into the same TensorBoard directory as the run it continues.
+    """
     runs = []
-    for version in sorted(
-        (run_dir / "tensorboard").glob("version_*"), key=lambda p: int(p.name.split("_")[1])
+    for event_file in sorted(
+        (run_dir / "tensorboard").glob("**/events.out.tfevents.*"),
+        key=lambda p: (int(p.name.split(".")[3]), p.name),
     ):
-        losses: dict[int, float] = {}
-        for event_file in sorted(version.glob("events.out.tfevents.*")):
-            accumulator = EventAccumulator(str(event_file))
-            accumulator.Reload()
-            if "train/loss" in accumulator.Tags()["scalars"]:
-                losses.update({e.step: e.value for e in accumulator.Scalars("train/loss")})
-        runs.append(losses)
+        accumulator = EventAccumulator(str(event_file))
+        accumulator.Reload()
+        if "train/loss" in accumulator.Tags()["scalars"]:
+            runs.append({e.step: e.value for e in accumulator.Scalars("train/loss")})
     return runs
 
 
