@@ -12,6 +12,7 @@ import lightning as L
 from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.trainer.states import TrainerFn
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from lit_pretrain._compat.lightning import should_log_this_step
 from lit_pretrain.optim.accumulation import ends_optimizer_step
@@ -36,6 +37,8 @@ class RunProgress(ProgressBar):
         self.mode = mode
         self._enabled = True
         self._bar: tqdm | None = None
+        self._redirect: Any = None  # routes the suite's log lines above the bar while it is drawn
+        self._use_bar = False
         self._total: int | None = None
         self._started = 0.0
         self._first_step = 0
@@ -67,9 +70,15 @@ class RunProgress(ProgressBar):
         if self._total is None and trainer.max_steps > 0:
             self._total = trainer.max_steps
         self._started, self._first_step = time.monotonic(), trainer.global_step
-        if not self._enabled:
-            return
-        if self.mode == "bar" or (self.mode == "auto" and sys.stdout.isatty()):
+        self._use_bar = self.mode == "bar" or (self.mode == "auto" and sys.stdout.isatty())
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Open the bar at the first batch, after the start-up messages."""
+        if self._enabled and self._use_bar and self._bar is None:
+            self._redirect = logging_redirect_tqdm([logging.getLogger("lit_pretrain")])
+            self._redirect.__enter__()
             self._bar = tqdm(
                 total=self._total,
                 initial=trainer.global_step,
@@ -87,15 +96,18 @@ class RunProgress(ProgressBar):
             return
         if self._bar is not None:
             self._bar.update(1)
-        if not should_log_this_step(trainer):
-            return
-        metrics = _floats(trainer.callback_metrics)
-        if self._bar is not None:
-            self._bar.set_postfix_str(_join(_values(metrics, short=True)), refresh=True)
-        else:
-            log.info(
-                _join([self._step_text(trainer.global_step), *_values(metrics), self._eta_text(trainer)])
-            )
+        if should_log_this_step(trainer):
+            metrics = _floats(trainer.callback_metrics)
+            if self._bar is not None:
+                self._bar.set_postfix_str(_join(_values(metrics, short=True)), refresh=True)
+            else:
+                log.info(
+                    _join([self._step_text(trainer.global_step), *_values(metrics), self._eta_text(trainer)])
+                )
+        if self._bar is not None and self._total and trainer.global_step >= self._total:
+            self.on_train_end(
+                trainer, pl_module
+            )  # done: Lightning's closing messages follow on their own lines
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """One line with the validation loss (during fit)."""
@@ -117,6 +129,13 @@ class RunProgress(ProgressBar):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+            self._redirect.__exit__(None, None, None)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        """Close the bar, so the error is printed on a line of its own."""
+        self.on_train_end(trainer, pl_module)
 
     def _step_text(self, step: int) -> str:
         return f"step {step}/{self._total}" if self._total else f"step {step}"

@@ -73,7 +73,7 @@ class PretrainCLI(LightningCLI):
         if config.trainer.logger in (None, True):
             config.trainer.logger = Namespace(
                 class_path="lightning.pytorch.loggers.TensorBoardLogger",
-                init_args=Namespace(save_dir=str(root), name="tensorboard", default_hp_metric=False),
+                init_args=Namespace(save_dir=str(root), name="tensorboard"),
             )
         if self.subcommand == "fit" and config.get("ckpt_path") == "last":
             config.ckpt_path = resolve_last_checkpoint(Path(config.checkpoint.dirpath))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
+import struct
 import subprocess
+import termios
 from pathlib import Path
 
 import pytest
@@ -145,6 +148,8 @@ def test_without_a_peak_there_is_no_mfu_and_a_line_says_how_to_get_it(small_corp
 
 def test_on_a_terminal_a_bar_shows_the_whole_run(small_corpus: Path, tmp_path: Path):
     primary, replica = pty.openpty()
+    # A terminal of 40 x 120 characters (a new pseudo-terminal has no size, and tqdm would draw nothing).
+    fcntl.ioctl(replica, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     args = _args(small_corpus, tmp_path, "--trainer.max_steps", "4")
     process = subprocess.Popen(
         fit_command(args), stdout=replica, stderr=replica, cwd=REPO_ROOT, env=_env(None)
