@@ -32,10 +32,10 @@ log = logging.getLogger(__name__)
 # --model.max_tokens 3e12 and --max_tokens 3e12: token counts may be written in scientific notation.
 register_type(TokenCount, serializer=int, deserializer=TokenCount)
 
-# The init argument through which each logger continues an existing run, by logger class name.
+# The init argument through which each logger continues an existing run, by logger class name. Not
+# CSVLogger: given an existing version it deletes that version's metrics.csv, so a resumed run takes the next.
 RESUME_ARGUMENT = {
     "TensorBoardLogger": "version",
-    "CSVLogger": "version",
     "WandbLogger": "id",
     "MLFlowLogger": "run_id",
 }
@@ -155,10 +155,13 @@ def describe_logger(logger: Logger) -> str:
         return f"CSV: {Path(logger.log_dir) / 'metrics.csv'}"
     name = type(logger).__name__
     if name == "WandbLogger":
-        url = getattr(logger.experiment, "url", None)
-        return f"W&B: run {logger.version}" + (f" ({url})" if url else " (offline: wandb sync to upload)")
+        run = logger.experiment
+        if run.offline:  # (its url would warn that there is none)
+            return f"W&B: run {logger.version}, offline (to upload: wandb sync {Path(run.dir).parent})"
+        return f"W&B: run {logger.version} ({run.url})"
     if name == "MLFlowLogger":
-        return f"MLflow: run {logger.version} in {logger.save_dir}"
+        # The tracking URI: save_dir is None unless it is a file: URI.
+        return f"MLflow: run {logger.version} at {logger.experiment.tracking_uri}"
     return f"{name}: {logger.log_dir or logger.save_dir}"
 
 
