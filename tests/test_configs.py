@@ -83,6 +83,7 @@ GROUP_KEYS = {
     "data": {"data"},
     "trainer": {"trainer"},
     "parallel": {"model"},  # only model.parallel, checked below
+    "callbacks": {"trainer", "perf", "loss_guard"},  # only trainer.callbacks, checked below
     "prepare": None,  # prepare's own options
     "experiment": None,  # an experiment says what one run changes, across groups
 }
@@ -101,6 +102,10 @@ def test_a_group_writes_only_its_own_keys(path: Path):
         )
     if group == "parallel":
         assert set(content["model"]) == {"parallel"}, f"{path.name} writes model keys other than parallel"
+    if group == "callbacks" and "trainer" in content:
+        assert set(content["trainer"]) == {"callbacks"}, (
+            f"{path.name} writes trainer keys other than callbacks"
+        )
     if group == "model":
         assert "parallel" not in content["model"], (
             f"{path.name}: parallel settings belong in configs/parallel/"

@@ -113,6 +113,14 @@ class LogConfigCallback(SaveConfigCallback):
         config = self.config.as_dict()
         config.pop("config", None)  # the --config file paths, not settings
         for logger in trainer.loggers:
+            if (
+                type(logger).__name__ == "MLFlowLogger"
+                and logger.experiment.get_run(logger.run_id).data.params
+            ):
+                # MLflow refuses to change a logged parameter, and a resumed run changes some (max_steps,
+                # ckpt_path, the run id): the continued run keeps the values it was started with.
+                log.info("MLflow run %s keeps the hyperparameters it was started with", logger.run_id)
+                continue
             logger.log_hyperparams(config)
 
 

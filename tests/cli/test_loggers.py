@@ -76,12 +76,6 @@ def test_a_resumed_run_continues_the_same_offline_wandb_run(small_corpus: Path, 
         assert b"train/loss" in (directory / f"run-{run_id}.wandb").read_bytes()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="LogConfigCallback re-logs the whole configuration on resume, and MLflow refuses to change a "
-    "logged param (trainer/max_steps, trainer/logger/init_args/run_id): the resumed process fails",
-)
 def test_a_resumed_run_continues_the_same_mlflow_run(
     small_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
