@@ -71,6 +71,14 @@ class LossGuard(L.Callback):
         """Checkpoints from before the guard kept only the skip count, at the top level."""
         self.skipped = int(checkpoint.get("skipped_steps", self.skipped))
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Refuse a module that cannot say its step's loss, before any step runs."""
+        if not callable(getattr(pl_module, "step_loss", None)):
+            raise TypeError(
+                f"LossGuard needs a LightningModule with a step_loss() method (as LitPretrain has); "
+                f"{type(pl_module).__name__} has none"
+            )
+
     def spike_threshold(self) -> float | None:
         """The loss above which a step is a spike, or None while too few good steps are known."""
         if self.spike_sigma is None or len(self.recent) < self.min_history:

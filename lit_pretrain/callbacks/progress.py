@@ -149,8 +149,12 @@ class RunProgress(ProgressBar):
         return f"eta {datetime.timedelta(seconds=round(seconds))}"
 
 
+# What the progress shows, when logged: only these are moved to the host.
+_SHOWN = ("train/loss", "train/lr", "perf/tokens_per_sec", "perf/mfu", "val/loss", "val/ppl")
+
+
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
-    return {name: float(value) for name, value in metrics.items()}
+    return {name: float(metrics[name]) for name in _SHOWN if name in metrics}
 
 
 def _values(metrics: dict[str, float], short: bool = False) -> list[str]:
