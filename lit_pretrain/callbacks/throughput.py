@@ -16,6 +16,7 @@ from lit_pretrain.data.distributed import data_parallel_size_and_rank
 from lit_pretrain.model import ModelConfig, training_flops_per_token
 from lit_pretrain.optim.accumulation import ends_optimizer_step
 from lit_pretrain.parallel.apply import float8_unavailable_reason
+from lit_pretrain.parallel.config import ParallelConfig
 from lit_pretrain.parallel.devices import compute_precision, peak_flops
 
 log = logging.getLogger(__name__)
@@ -62,13 +63,7 @@ class TokenThroughput(L.Callback):
             return self.peak_tflops * 1e12
         device = trainer.strategy.root_device
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-        parallel = getattr(pl_module, "parallel_config", None)
-        precision = compute_precision(
-            trainer.precision,
-            fsdp_param_dtype=getattr(parallel, "fsdp_param_dtype", None),
-            float8=bool(getattr(parallel, "float8", False)) and float8_unavailable_reason() is None,
-            float32_matmul_precision=torch.get_float32_matmul_precision(),
-        )
+        precision = run_precision(trainer.precision, getattr(pl_module, "parallel_config", None))
         peak = peak_flops(name, precision)
         if peak is None:
             log.info(
@@ -146,3 +141,13 @@ class TokenThroughput(L.Callback):
             if self.peak_flops_per_device:
                 metrics["perf/mfu"] = flops_per_device / self.peak_flops_per_device
         return metrics
+
+
+def run_precision(trainer_precision: str | int, parallel: ParallelConfig | None) -> str:
+    """The precision key of a run's matmuls: Lightning's precision, FSDP2's compute dtype, float8 if it runs."""
+    return compute_precision(
+        trainer_precision,
+        fsdp_param_dtype=parallel.fsdp_param_dtype if parallel else None,
+        float8=bool(parallel and parallel.float8) and float8_unavailable_reason() is None,
+        float32_matmul_precision=torch.get_float32_matmul_precision(),
+    )

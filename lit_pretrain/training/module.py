@@ -67,9 +67,9 @@ class LitPretrain(L.LightningModule):
     ) -> None:
         """`init_from` starts from a checkpoint's weights only (fresh optimizer and schedule).
 
-        `parallel` says how blocks are
-        sharded (under ModelParallelStrategy), recomputed and compiled (see parallel/). Training stops
-        after `max_tokens` training tokens, or at the trainer's max_steps / max_time if sooner.
+        `parallel` says how blocks are sharded (under ModelParallelStrategy), recomputed and compiled (see
+        parallel/). Training stops after `max_tokens` training tokens, or at the trainer's max_steps /
+        max_time if sooner. Skipping bad steps is the `LossGuard` callback's job (callbacks/loss_guard.py).
         """
         super().__init__()
         self.save_hyperparameters()
