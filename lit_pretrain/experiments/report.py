@@ -447,6 +447,11 @@ def _compact_scientific(value: float, _position: Any = None) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
+def _from_zero(ax: Any) -> None:
+    """The y axis from 0, with room above the highest point (a flat top line would merge with the frame)."""
+    ax.set_ylim(bottom=0, top=ax.get_ylim()[1] * 1.08)
+
+
 def _draw_lr(fig: Any, scalars: Scalars) -> None:
     from matplotlib.ticker import FuncFormatter
 
@@ -454,7 +459,7 @@ def _draw_lr(fig: Any, scalars: Scalars) -> None:
     ax.plot(*_xy(scalars, LR), color="C0")
     _style(ax, "step", "learning rate")
     ax.yaxis.set_major_formatter(FuncFormatter(_compact_scientific))
-    ax.set_ylim(bottom=0)
+    _from_zero(ax)
 
 
 def _draw_throughput(fig: Any, scalars: Scalars) -> None:
@@ -472,7 +477,7 @@ def _draw_throughput(fig: Any, scalars: Scalars) -> None:
         else:
             ax.plot(*_xy(scalars, tag, scale=100.0), color="C3", marker=".", markersize=3)
             _style(ax, "step" if last else "", "MFU (%)")
-        ax.set_ylim(bottom=0)
+        _from_zero(ax)
 
 
 def _draw_time(fig: Any, scalars: Scalars) -> None:
@@ -481,7 +486,7 @@ def _draw_time(fig: Any, scalars: Scalars) -> None:
         if tag in scalars:
             ax.plot(*_xy(scalars, tag), color=color, label=label)
     _style(ax, "step", "milliseconds")
-    ax.set_ylim(bottom=0)
+    _from_zero(ax)
     _legend(ax)
 
 
@@ -490,8 +495,8 @@ def _draw_memory(fig: Any, scalars: Scalars) -> None:
     for i, (tag, label) in enumerate(MEMORY_TAGS.items()):
         if tag in scalars:
             ax.plot(*_xy(scalars, tag), color=f"C{i}", label=label)
-    _style(ax, "step", "GB")
-    ax.set_ylim(bottom=0)
+    _style(ax, "step", "GiB")
+    _from_zero(ax)
     _legend(ax)
 
 
