@@ -15,6 +15,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from tests.helpers.fault_injection import PAUSE_MID_SAVE_ENV
 from tests.helpers.paths import REPO_ROOT
 from tests.helpers.runs import _env, fit_args, fit_command, run_fit, scalars
 
@@ -205,3 +206,24 @@ def test_two_ranks_log_the_mean_loss_over_ranks_and_the_accumulation_window(
             m["loss"] for m in json.loads((record / "rank0.json").read_text()) if m["step"] == step
         ][-1]
         assert logged[step] != pytest.approx(rank0_last, abs=1e-6), "not rank 0's last micro-batch"
+
+
+def test_checkpoint_saves_are_left_out_of_the_throughput_window(small_corpus: Path, tmp_path: Path):
+    # Every checkpoint write pauses 1.5 s halfway (tests/helpers/fault_injection.py); a save follows every
+    # 2nd step, inside the next logging window. Steps here take tens of milliseconds.
+    args = fit_args(
+        small_corpus,
+        tmp_path,
+        "--trainer.log_every_n_steps",
+        "2",
+        "--checkpoint.every_n_train_steps",
+        "2",
+        "--trainer.limit_val_batches",
+        "0",
+    )
+    run_fit(args, env={PAUSE_MID_SAVE_ENV: "1.5"})
+    found = scalars(tmp_path)
+    saves = list((tmp_path / "checkpoints").glob("step-*.ckpt"))
+    assert len(saves) >= 2, "the saves (and their pauses) happened"
+    step_times = [value for _, value in found["perf/step_time_ms"]]
+    assert len(step_times) == 3 and max(step_times[1:]) < 500, step_times
