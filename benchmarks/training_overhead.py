@@ -73,6 +73,7 @@ class StepClock(L.Callback):
 def lightning_step_ms(data_dir: Path, run_dir: Path, args: argparse.Namespace, name: str) -> float:
     """Mean ms per step of `lit-pretrain fit` over the timed window."""
     overrides, seq_len, batch_size, steps = CONFIGURATIONS[name]
+    steps = args.steps or steps
     shutil.rmtree(run_dir, ignore_errors=True)
     clock = StepClock(args.warmup_steps)
     cli_args = [
@@ -105,6 +106,7 @@ def lightning_step_ms(data_dir: Path, run_dir: Path, args: argparse.Namespace, n
 def raw_step_ms(data_dir: Path, args: argparse.Namespace, name: str) -> float:
     """Mean ms per step of a bare loop: same model, data, optimizer, schedule and clipping."""
     overrides, seq_len, batch_size, steps = CONFIGURATIONS[name]
+    steps = args.steps or steps
     torch.manual_seed(SEED)
     model = GPT(ModelConfig.from_name("tiny", **overrides))
     decay = [p for p in model.parameters() if p.ndim >= 2]
@@ -157,7 +159,7 @@ def measure(name: str, data_dir: Path, work: Path, args: argparse.Namespace) -> 
     return {
         "model": f"tiny with {overrides}" if overrides else "tiny",
         "tokens_per_step": seq_len * batch_size,
-        "timed_steps": steps,
+        "timed_steps": args.steps or steps,
         "lightning_step_ms": statistics.median(lightning),
         "raw_step_ms": statistics.median(raw),
         "ratio": statistics.median(ratios),
@@ -176,6 +178,9 @@ def main() -> None:
         "--configurations", nargs="+", default=list(CONFIGURATIONS), choices=list(CONFIGURATIONS)
     )
     parser.add_argument("--warmup_steps", type=int, default=5, help="untimed steps first")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="timed steps per run (default: the configuration's)"
+    )
     parser.add_argument("--num_workers", type=int, default=1)
     parser.add_argument("--max_documents", type=int, default=400, help="per source, for the corpus")
     args = parser.parse_args()

@@ -46,12 +46,13 @@ def test_training_overhead_benchmark_writes_its_json(tmp_path: Path):
     result, printed = run_benchmark(
         "training_overhead.py",
         tmp_path,
-        *("--rounds", "1", "--steps", "3", "--warmup_steps", "2"),
-        *("--seq_len", "64", "--batch_size", "2", "--max_documents", "30"),
+        *("--rounds", "1", "--steps", "3", "--warmup_steps", "2", "--max_documents", "30"),
     )
-    assert result["lightning_step_ms"] > 0 and result["raw_step_ms"] > 0
-    assert result["ratio"] == pytest.approx(result["lightning_step_ms"] / result["raw_step_ms"])
-    assert "ratio" in printed
+    assert set(result["configurations"]) == {"tiny", "micro"}
+    for name, row in result["configurations"].items():
+        assert row["lightning_step_ms"] > 0 and row["raw_step_ms"] > 0 and row["timed_steps"] == 3
+        assert row["ratio"] == pytest.approx(row["lightning_step_ms"] / row["raw_step_ms"])
+        assert name in printed
 
 
 def test_gpu_benchmark_dry_run_on_cpu(tmp_path: Path):
