@@ -27,6 +27,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "memory, FLOPs and time of a run, no GPU needed",
         "estimate --config ... [--gpu h100-sxm]",
     ),
+    "export": (
+        "export",
+        "a checkpoint as a Hugging Face transformers model directory",
+        "export --checkpoint PATH --output_dir DIR [--dtype bfloat16]",
+    ),
     "report": (
         "report",
         "plots and a Markdown summary of a run's TensorBoard logs",

@@ -23,9 +23,8 @@ from lit_pretrain.checkpoint.loading import read_metadata
 from lit_pretrain.checkpoint.naming import STEP_FILENAME, find_last_checkpoint
 from lit_pretrain.checkpoint.retention import RetainingCheckpoint
 from lit_pretrain.data.datamodule import PretrainDataModule
-from lit_pretrain.model import ModelConfig
 from lit_pretrain.training.budget import TokenCount
-from lit_pretrain.training.module import LitPretrain
+from lit_pretrain.training.module import LitPretrain, resolve_model_config
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +177,9 @@ def fill_seq_len(config: Namespace) -> None:
     if config.data.seq_len is not None:
         return
     model = config.model
-    config.data.seq_len = ModelConfig.from_name(model.model_name, **(model.model_overrides or {})).block_size
+    config.data.seq_len = resolve_model_config(
+        model.model_name, model.model_overrides, model.init_from
+    ).block_size
     log.info("data.seq_len is not set: using the model's block_size, %d", config.data.seq_len)
 
 

@@ -41,12 +41,15 @@ def build_adamw(
         betas=tuple(config.betas),
         eps=config.eps,
     )
-    # LambdaLR multiplies the base lr, so the schedule is expressed as a fraction of it.
+    # LambdaLR multiplies the base lr, so the schedule is expressed as a fraction of it (a base lr of 0, which
+    # trains nothing, e.g. to checkpoint imported weights as they are, has nothing to multiply).
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda step: (
             warmup_cosine(step, config.warmup_steps, decay_steps, config.learning_rate, config.min_lr)
             / config.learning_rate
+            if config.learning_rate
+            else 0.0
         ),
     )
     return optimizer, scheduler

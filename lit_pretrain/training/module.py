@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from lit_pretrain.data.batches import Batch, batch_windows, tokens_in_batch
 from lit_pretrain.data.datamodule import DataSpec, data_spec
 from lit_pretrain.data.distributed import data_parallel_size_and_rank
 from lit_pretrain.data.manifest import check_fingerprints_match, fingerprint
+from lit_pretrain.interop.huggingface import is_hf_directory, read_hf_config, read_hf_model
 from lit_pretrain.model import GPT, ModelConfig, num_parameters, training_flops_per_token
 from lit_pretrain.optim.accumulation import ends_optimizer_step
 from lit_pretrain.optim.adamw import AdamWConfig, build_adamw
@@ -45,6 +46,17 @@ from lit_pretrain.parallel.init import materialize
 from lit_pretrain.training.budget import TokenCount, schedule_length
 
 log = logging.getLogger(__name__)
+
+
+def resolve_model_config(
+    model_name: str, model_overrides: dict[str, Any] | None, init_from: str | None = None
+) -> ModelConfig:
+    """The model a run trains: a preset plus overrides, or, with `init_from` a Hugging Face model directory,
+    that model's architecture (plus overrides, e.g. dropout), since its weights must fit."""
+    if init_from and is_hf_directory(init_from):
+        config, _ = read_hf_config(init_from)
+        return replace(config, **(model_overrides or {})) if model_overrides else config
+    return ModelConfig.from_name(model_name, **(model_overrides or {}))
 
 
 class LitPretrain(L.LightningModule):
@@ -79,7 +91,11 @@ class LitPretrain(L.LightningModule):
         )
         self.hparams["parallel"] = asdict(self.parallel_config)
         self.hparams["max_tokens"] = int(max_tokens) if max_tokens else None  # a plain int in checkpoints
-        self.config = ModelConfig.from_name(model_name, **(model_overrides or {}))
+        self.config = resolve_model_config(model_name, model_overrides, init_from)
+        if init_from and is_hf_directory(init_from):
+            # Checkpoints rebuild the model from model_name + model_overrides: every field, so the imported
+            # architecture is what they get back.
+            self.hparams["model_overrides"] = {k: v for k, v in asdict(self.config).items() if k != "name"}
         self.optimizer_config = AdamWConfig(
             learning_rate, min_lr, warmup_steps, weight_decay, tuple(betas), eps
         )
@@ -118,6 +134,16 @@ class LitPretrain(L.LightningModule):
     def _load_initial_weights(self, path: Path) -> None:
         if not path.exists():
             raise FileNotFoundError(f"--model.init_from {path}: no such checkpoint")
+        if is_hf_directory(path):
+            _, weights, _ = read_hf_model(path)
+            set_model_state_dict(
+                self.model, weights, options=StateDictOptions(full_state_dict=True, strict=True)
+            )
+            log.info(
+                "initialised the model from the Hugging Face model %s; optimizer and schedule start fresh",
+                path,
+            )
+            return
         metadata = read_metadata(path)
         differences = fingerprint_differences(vars(model_config(metadata, path)), vars(self.config))
         differences.pop("name", None)
