@@ -97,7 +97,11 @@ class GPT(nn.Module):
             self.rope_sin.copy_(sin)
 
     def forward(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits [B, T, vocab] for tokens `idx` [B, T]; with `input_pos` [T], decode through the KV cache."""
+        """Logits [B, T, vocab] for tokens `idx` [B, T]; with `input_pos`, decode through the KV cache.
+
+        `input_pos` is [T], the positions of every row, or [B, T], each row's own: prompts of different
+        lengths then decode in one batch, each row writing and reading its own cache positions.
+        """
         seq_len = idx.size(1)
         if seq_len > self.config.block_size:
             raise ValueError(f"Sequence length {seq_len} exceeds block_size {self.config.block_size}")
@@ -108,6 +112,9 @@ class GPT(nn.Module):
             cos = sin = None
         else:
             cos, sin = self.rope_cos[positions], self.rope_sin[positions]
+            if positions.ndim == 2:
+                # [B, T, head_size] -> [B, 1, T, head_size], to broadcast over the heads of [B, H, T, head_size].
+                cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         for block in self.blocks:
             x = block(x, cos, sin, input_pos)
         return self.lm_head(self.norm_f(x))
@@ -197,8 +204,10 @@ class CausalSelfAttention(nn.Module):
             if self.kv_cache is None:
                 raise RuntimeError("input_pos given but no KV cache: call model.setup_kv_cache() first")
             k, v = self.kv_cache.update(input_pos, k, v)
-            # Query i sits at input_pos[i] and may see every cached position up to and including its own.
-            mask = input_pos[:, None] >= torch.arange(k.size(2), device=x.device)
+            # Query i sits at input_pos[..., i] and may see every cached position up to and including its own.
+            mask = input_pos[..., :, None] >= torch.arange(k.size(2), device=x.device)
+            if mask.ndim == 3:
+                mask = mask.unsqueeze(1)  # per-row positions: [B, T, S] -> [B, 1, T, S], shared by the heads
         if self.n_kv_head != self.n_head:
             # Expand K/V heads explicitly: SDPA's enable_gqa is not supported by every backend (e.g. CUDA
             # memory-efficient attention), and silently falling back to the math kernel would cost memory.
@@ -219,10 +228,15 @@ class KVCache(nn.Module):
     def update(
         self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v [B, n_kv_head, T, head_size] at `input_pos` and return the whole cache for this batch."""
+        """Store k, v [B, n_kv_head, T, head_size] at `input_pos` ([T], or [B, T] per row) and return the cache."""
         k_cache, v_cache = self.k[: k.size(0)], self.v[: v.size(0)]
-        k_cache.index_copy_(2, input_pos, k.to(k_cache.dtype))
-        v_cache.index_copy_(2, input_pos, v.to(v_cache.dtype))
+        if input_pos.ndim == 1:
+            k_cache.index_copy_(2, input_pos, k.to(k_cache.dtype))
+            v_cache.index_copy_(2, input_pos, v.to(v_cache.dtype))
+        else:
+            index = input_pos[:, None, :, None].expand(-1, k.size(1), -1, k.size(3))
+            k_cache.scatter_(2, index, k.to(k_cache.dtype))
+            v_cache.scatter_(2, index, v.to(v_cache.dtype))
         return k_cache.to(k.dtype), v_cache.to(v.dtype)
 
 
@@ -272,7 +286,7 @@ def rope_tables(
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [B, H, T, head_size] by the angles in cos/sin [T, head_size] (Llama's half-split layout)."""
+    """Rotate x [B, H, T, head_size] by cos/sin [T, head_size] or [B, 1, T, head_size] (Llama's half-split)."""
     # Rotate in float32: in bf16 the angles of late positions lose too much precision.
     x_float = x.float()
     x1, x2 = x_float.chunk(2, dim=-1)

@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from lit_pretrain.inference.generation import generate, sample_next_token
+from lit_pretrain.inference.generation import (
+    generate,
+    generate_batch,
+    next_token_probs,
+    sample_next_token,
+    stream_batch,
+)
 from lit_pretrain.model import GPT, ModelConfig
 
 
@@ -76,3 +82,144 @@ def test_sample_next_token():
     assert samples.shape == (100, 2)
     assert (samples[:, 0] != 0).all() and (samples[:, 1] != 1).all()  # the smallest logit is never kept
     assert sample_next_token(logits[0], temperature=1.0).shape == ()
+
+
+# Lengths chosen so that rows finish prefill at different places and one row is a single token.
+RAGGED_PROMPTS = [[3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5], [7], [2, 7, 1, 8], [6, 6, 6, 6, 6, 6, 6]]
+
+
+def ragged_prompts() -> list[torch.Tensor]:
+    return [torch.tensor(prompt) for prompt in RAGGED_PROMPTS]
+
+
+def test_batched_greedy_equals_each_prompt_alone(model):
+    prompts = ragged_prompts()
+    batched = generate_batch(model, prompts, max_new_tokens=15, temperature=0)
+    for prompt, row in zip(prompts, batched, strict=True):
+        assert torch.equal(row, generate(model, prompt, max_new_tokens=15, temperature=0))
+    assert model.blocks[0].attn.kv_cache is None
+
+
+def test_batched_sampling_with_one_generator_per_row_equals_each_prompt_alone(model):
+    # The definition of "equal" for sampling: row b draws only from generator b, once per new token, so it
+    # gives what the prompt alone gives with a generator in the same state.
+    prompts = ragged_prompts()
+    options = dict(temperature=1.3, top_k=40, top_p=0.95)
+    generators = [torch.Generator().manual_seed(100 + row) for row in range(len(prompts))]
+    batched = generate_batch(model, prompts, 20, **options, generator=generators)
+    for row, prompt in enumerate(prompts):
+        alone = generate(model, prompt, 20, generator=torch.Generator().manual_seed(100 + row), **options)
+        assert torch.equal(batched[row], alone)
+    # And the samples really are random: another seed gives other tokens.
+    others = [torch.Generator().manual_seed(7 + row) for row in range(len(prompts))]
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(batched, generate_batch(model, prompts, 20, **options, generator=others), strict=True)
+    )
+
+
+def test_one_shared_generator_is_reproducible_for_the_same_batch(model):
+    prompts = ragged_prompts()
+    runs = [
+        generate_batch(model, prompts, 12, temperature=1.0, generator=torch.Generator().manual_seed(5))
+        for _ in range(2)
+    ]
+    assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+
+
+def test_eos_stops_each_row_on_its_own(model):
+    prompts = ragged_prompts()
+    alone = [generate(model, prompt, 12, temperature=0) for prompt in prompts]
+    # The EOS is the third new token of row 0, so row 0 stops early; rows that never emit it run to the end.
+    eos_id = alone[0][len(RAGGED_PROMPTS[0]) + 2].item()
+    expected = [generate(model, prompt, 12, temperature=0, eos_id=eos_id) for prompt in prompts]
+    assert len(expected[0]) <= len(RAGGED_PROMPTS[0]) + 3 and expected[0][-1] == eos_id
+    assert any(len(row) == len(prompt) + 12 for row, prompt in zip(expected, RAGGED_PROMPTS, strict=True))
+    batched = generate_batch(model, prompts, 12, temperature=0, eos_id=eos_id)
+    assert all(torch.equal(a, b) for a, b in zip(batched, expected, strict=True))
+
+    steps = list(stream_batch(model, prompts, 12, temperature=0, eos_id=eos_id))
+    new_counts = [len(row) - len(prompt) for row, prompt in zip(expected, RAGGED_PROMPTS, strict=True)]
+    assert len(steps) == max(new_counts)
+    for row, count in enumerate(new_counts):
+        column = [step[row] for step in steps]
+        assert all(token is not None for token in column[:count])
+        assert all(token is None for token in column[count:]), "a finished row stops growing"
+
+
+def test_the_batch_stops_when_every_row_emitted_eos(model):
+    prompt = torch.tensor([5, 6])
+    first = generate(model, prompt, 1, temperature=0)[-1].item()
+    # Every row is the same prompt, so every row emits `first` at once and the batch stops after one step.
+    steps = list(stream_batch(model, [prompt, prompt, prompt], 50, temperature=0, eos_id=first))
+    assert steps == [[first, first, first]]
+
+
+def test_a_row_that_fills_the_context_stops_while_the_others_go_on(model):
+    block_size = model.config.block_size
+    long_prompt = torch.randint(
+        0, model.config.vocab_size, (block_size - 3,), generator=torch.Generator().manual_seed(0)
+    )
+    prompts = [long_prompt, torch.tensor([1, 2, 3])]
+    batched = generate_batch(model, prompts, 10, temperature=0)
+    assert len(batched[0]) == block_size and len(batched[1]) == 13
+    for prompt, row in zip(prompts, batched, strict=True):
+        assert torch.equal(row, generate(model, prompt, 10, temperature=0))
+
+
+def test_closing_the_stream_early_clears_the_cache(model):
+    steps = stream_batch(model, ragged_prompts(), 10, temperature=0)
+    assert len(next(steps)) == len(RAGGED_PROMPTS)
+    assert model.blocks[0].attn.kv_cache is not None
+    steps.close()
+    assert model.blocks[0].attn.kv_cache is None
+
+
+def test_batch_arguments_are_checked(model):
+    prompts = ragged_prompts()
+    assert all(torch.equal(a, b) for a, b in zip(generate_batch(model, prompts, 0), prompts, strict=True))
+    with pytest.raises(ValueError, match="got 1 generators for 4 prompts"):
+        generate_batch(model, prompts, 3, generator=[torch.Generator()])
+    with pytest.raises(ValueError, match="no prompts"):
+        generate_batch(model, [], 3)
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        generate_batch(model, [torch.tensor([1]), torch.tensor([], dtype=torch.long)], 3)
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+        generate_batch(model, prompts, 3, top_p=0.0)
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+        sample_next_token(torch.zeros(3), top_p=1.5)
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    # Probabilities 0.1, 0.5, 0.15, 0.25 at ids 0..3: sorted 0.5 (id 1), 0.25 (id 3), 0.15 (id 2), 0.1 (id 0).
+    probs = torch.tensor([0.1, 0.5, 0.15, 0.25])
+    logits = probs.log()
+
+    def nucleus(top_p: float, **options) -> list[float]:
+        return next_token_probs(logits, top_p=top_p, **options).tolist()
+
+    assert nucleus(0.7) == pytest.approx([0, 2 / 3, 0, 1 / 3])  # 0.5 < 0.7 <= 0.75
+    assert nucleus(0.8) == pytest.approx([0, 0.5 / 0.9, 0.15 / 0.9, 0.25 / 0.9])  # 0.75 < 0.8 <= 0.9
+    assert nucleus(0.95) == pytest.approx(probs.tolist())  # every token is needed to reach 0.95
+    assert nucleus(1.0) == pytest.approx(probs.tolist())
+    assert nucleus(0.3) == pytest.approx([0, 1, 0, 0])  # the likeliest token alone already reaches it
+    assert nucleus(1e-6) == pytest.approx([0, 1, 0, 0])  # never empty
+    # Temperature first: at temperature 2 the probabilities are proportional to sqrt(p).
+    hot = probs.sqrt() / probs.sqrt().sum()  # 0.197, 0.441, 0.242, 0.309 -> sorted cumsum .441, .683, ...
+    assert hot[1] < 0.6 < hot[1] + hot[3]
+    expected = torch.tensor([0.0, hot[1], 0.0, hot[3]])
+    assert nucleus(0.6, temperature=2.0) == pytest.approx((expected / expected.sum()).tolist())
+    # top_k before top_p: top_k=2 leaves 2/3 and 1/3, of which 2/3 alone reaches 0.6.
+    assert nucleus(0.6, top_k=2) == pytest.approx([0, 1, 0, 0])
+    assert nucleus(0.7, top_k=2) == pytest.approx([0, 2 / 3, 0, 1 / 3])
+    # Row by row, in any leading shape.
+    batch = torch.stack([logits, logits.flip(0)])[None]
+    assert next_token_probs(batch, top_p=0.7)[0, 1].tolist() == pytest.approx([1 / 3, 0, 2 / 3, 0])
+
+
+def test_top_p_sampling_draws_only_from_the_nucleus():
+    logits = torch.tensor([0.1, 0.5, 0.15, 0.25]).log().expand(2000, 4)
+    samples = sample_next_token(logits, top_p=0.7, generator=torch.Generator().manual_seed(0))
+    counts = torch.bincount(samples, minlength=4).tolist()
+    assert counts[0] == counts[2] == 0
+    assert counts[1] / 2000 == pytest.approx(2 / 3, abs=0.04)
