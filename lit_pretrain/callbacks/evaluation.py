@@ -26,13 +26,13 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from lit_pretrain.checkpoint.rng import rng_states, set_rng_states
 from lit_pretrain.data.datamodule import DataSpec, data_spec
 from lit_pretrain.data.distributed import data_parallel_size_and_rank
 from lit_pretrain.data.tokenizer import find_eos_id
+from lit_pretrain.inference.scoring import Windows, rolling_windows, score_windows
 from lit_pretrain.optim.accumulation import ends_optimizer_step
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,8 @@ class TextBitsPerByte(InLoopEvaluator):
     the text is predicted and every byte of it counts: `bits_per_byte` is the summed loss in nats / ln 2 /
     the text's UTF-8 bytes, and `loss` the summed loss / the text's tokens. Long texts are cut into
     consecutive windows of the training sequence length (the model's `block_size` when the data does not say),
-    each read without the previous window as context. Every rank scores every text (the same forward passes
+    each read without the previous window as context (`lit_pretrain.inference.scoring`, which `lit-pretrain
+    evaluate` scores with too). Every rank scores every text (the same forward passes
     on all ranks, which sharded models need), so the numbers need no reduction across ranks.
     """
 
@@ -261,7 +262,7 @@ class TextBitsPerByte(InLoopEvaluator):
         self._prefix_length = 0
         self._num_bytes = 0
         self._num_tokens = 0
-        self._windows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # by window length
+        self._windows: dict[int, Windows] = {}  # by window length
 
     def setup(self, context: EvaluationContext) -> None:
         """Encode the texts once; refuse a run without a tokenizer, or texts without tokens."""
@@ -290,39 +291,15 @@ class TextBitsPerByte(InLoopEvaluator):
             raise ValueError(f"TextBitsPerByte {self.name!r}: the texts hold no tokens")
         self._windows = {}
 
-    def windows(self, window: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and targets [windows, length] of all texts (padding and context targets are -100)."""
-        inputs, targets = [], []
-        for document in self._documents:
-            source = document[:-1]
-            # The prefix's tokens after the first are context, not predictions of the text: -100.
-            target = [-100] * (self._prefix_length - 1) + document[self._prefix_length :]
-            for start in range(0, len(source), window):
-                inputs.append(source[start : start + window])
-                targets.append(target[start : start + window])
-        length = max(len(row) for row in inputs)
-        # Padding goes after the real tokens, which causal attention keeps from seeing it.
-        padded_inputs = torch.tensor([row + [0] * (length - len(row)) for row in inputs])
-        padded_targets = torch.tensor([row + [-100] * (length - len(row)) for row in targets])
-        return padded_inputs, padded_targets
-
     def evaluate(self, model: torch.nn.Module, context: EvaluationContext) -> dict[str, float]:
         """{"loss": nats per token, "bits_per_byte": ...} of the texts."""
         block_size = model.config.block_size
         window = min(context.seq_len, block_size) if context.seq_len else block_size
         if window not in self._windows:
-            self._windows[window] = self.windows(window)
-        inputs, targets = self._windows[window]
-        total = torch.zeros((), dtype=torch.float64, device=context.device)
-        for start in range(0, len(inputs), self.batch_size):
-            batch_inputs = inputs[start : start + self.batch_size].to(context.device)
-            batch_targets = targets[start : start + self.batch_size].to(context.device)
-            logits = model(batch_inputs)
-            loss = F.cross_entropy(
-                logits.flatten(0, 1).float(), batch_targets.flatten(), ignore_index=-100, reduction="sum"
-            )
-            total += loss.double()
-        total_nats = total.item()  # the one host sync
+            first_targets = [self._prefix_length] * len(self._documents)
+            self._windows[window] = rolling_windows(self._documents, first_targets, window)
+        scores = score_windows(model, self._windows[window], self.batch_size, context.device)
+        total_nats = -float(scores.log_likelihood.sum())
         return {
             "loss": total_nats / self._num_tokens,
             "bits_per_byte": total_nats / math.log(2) / self._num_bytes,
