@@ -22,6 +22,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "validate": ("fit", "evaluate on the validation split", "validate --config ... [--ckpt_path PATH]"),
     "data": ("data", "look inside a prepared dataset", "data inspect DIR"),
     "generate": ("generate", "sample text from a checkpoint", "generate --checkpoint PATH --prompt TEXT"),
+    "evaluate": (
+        "evaluate",
+        "loss, bits per byte and multiple-choice accuracy of a checkpoint or HF model",
+        "evaluate --checkpoint PATH | --hf_dir DIR [--text FILE...] [--tasks NAME...]",
+    ),
     "estimate": (
         "estimate",
         "memory, FLOPs and time of a run, no GPU needed",
