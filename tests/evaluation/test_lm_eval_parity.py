@@ -1,5 +1,5 @@
-"""Parity with lm-evaluation-harness on a shipped task, when lm_eval is importable (it is not a dependency:
-`pip install lm-eval` into an environment of your own, then `make test-slow` or pytest -m slow)."""
+"""Parity with lm-evaluation-harness on the shipped tasks (slow). lm-eval[hf] is in the dev extra, so
+`make test-slow` runs it; without lm_eval installed the test is skipped."""
 
 from __future__ import annotations
 
