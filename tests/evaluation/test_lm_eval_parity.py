@@ -69,7 +69,7 @@ def test_log_likelihoods_and_accuracies_equal_lm_evaluation_harness(
     ]
     records, _ = read_task(records_file)
     ours = choice_log_likelihoods(huggingface_model(hf_dir), records)
-    assert ours == pytest.approx(theirs, abs=1e-3)
+    assert ours == pytest.approx(theirs, abs=1e-4)  # measured: at most 8e-5 (float32 logits, batched)
     metrics = output["results"]["lit_parity"]
     mine = accuracies(records, ours)
     assert metrics["acc,none"] == pytest.approx(mine["acc"]) and metrics["acc_norm,none"] == pytest.approx(
