@@ -26,14 +26,47 @@ def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
     return module._trainer
 
 
-def load_sharded_checkpoint(path: Path) -> dict[str, Any]:
+def load_sharded_checkpoint(
+    path: Path, storage_reader: Any = None, weights_only: bool = True
+) -> dict[str, Any]:
     """A sharded (torch.distributed.checkpoint) directory gathered into one dict in this process.
 
     Needs the whole checkpoint in CPU memory but no process group: N processes' shards read back in one.
+    Lightning's `_load_distributed_checkpoint`, changed where it would unpickle without restriction:
+    the DCP `.metadata` is read by the caller's `storage_reader` (a `StorageReader`; the default, torch's
+    `FileSystemReader`, runs `pickle.load` on it), and the non-tensor values in the shards (which torch's
+    planner loads with `weights_only=False`) and Lightning's `meta.pt` are loaded with `weights_only`.
     """
-    from lightning.fabric.utilities.load import _load_distributed_checkpoint
+    import torch
+    from lightning.fabric.utilities.load import _METADATA_FILENAME
+    from torch.distributed.checkpoint import CheckpointException, FileSystemReader
+    from torch.distributed.checkpoint._traverse import set_element
+    from torch.distributed.checkpoint.format_utils import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
-    return _load_distributed_checkpoint(path)
+    class Planner(_EmptyStateDictLoadPlanner):
+        def load_bytes(self, read_item: Any, value: Any) -> None:
+            loaded = torch.load(value, map_location="cpu", weights_only=weights_only)
+            set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded)
+
+    checkpoint: dict[str, Any] = {}
+    try:
+        _load_state_dict(
+            checkpoint,
+            storage_reader=storage_reader or FileSystemReader(path),
+            planner=Planner(),
+            no_dist=True,
+        )
+    except CheckpointException as error:
+        # DCP wraps each rank's error; in one process there is one, and callers act on its type.
+        failures = [failure for failure, _ in error.failures.values()]
+        if len(failures) == 1 and isinstance(failures[0], Exception):
+            raise failures[0] from None
+        raise
+    extra_file = path / _METADATA_FILENAME  # Lightning's: everything but the weights and optimizer states
+    if extra_file.is_file():
+        checkpoint.update(torch.load(extra_file, map_location="cpu", weights_only=weights_only))
+    return checkpoint
 
 
 def model_parallel_sizes(strategy: ModelParallelStrategy) -> tuple[int | str, int | str]:

@@ -2,7 +2,8 @@
 
 A checkpoint is written under a temporary name in its final directory, flushed to disk, then renamed
 (`os.replace` is atomic on POSIX). A process killed mid-save therefore leaves only a temporary file,
-which the next run deletes; every file with a final name is complete.
+which the next run deletes; every file with a final name is complete. Reading one back (a resume) goes
+through the safe loader of `checkpoint/loading.py`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import IO, Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from lit_pretrain.checkpoint.loading import load_checkpoint_file
 
 TEMPORARY_MARK = ".tmp-"
 
@@ -67,7 +70,7 @@ def remove_leftovers(directory: Path) -> list[Path]:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint I/O with atomic local writes (see the module docstring)."""
+    """Lightning's checkpoint I/O with atomic local writes and safe reads (see the module docstring)."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
@@ -76,3 +79,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
         atomic_torch_save(checkpoint, Path(path))
+
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Read `path` with `weights_only=True`, refused unless trusted when it needs more (loading.py).
+
+        Lightning's `weights_only` (`--weights_only`) is not the override: `LIT_PRETRAIN_TRUST_CHECKPOINTS=1`
+        is, the same for every loader, so `--weights_only false` cannot unpickle a file the rest refuses.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"Checkpoint file not found: {path}")
+        # Read whole, not memory-mapped, as Lightning does: the restored tensors are then trained in place.
+        return load_checkpoint_file(path, map_location=map_location, mmap=False)

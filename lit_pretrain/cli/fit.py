@@ -124,7 +124,10 @@ class LogConfigCallback(SaveConfigCallback):
 
 
 def resolve_last_checkpoint(directory: Path) -> str | None:
-    """`--ckpt_path last`: the newest complete checkpoint in `directory`, or None (a fresh start)."""
+    """`--ckpt_path last`: the newest checkpoint in `directory` that loads, or None (a fresh start).
+
+    Newer ones that do not load are skipped with a warning; when none loads, `find_last_checkpoint` raises.
+    """
     found = find_last_checkpoint(directory)
     if found is None:
         log.info("no complete checkpoint in %s: starting a fresh run", directory)
