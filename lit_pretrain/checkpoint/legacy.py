@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterable
 
 import torch
 
@@ -32,9 +32,6 @@ def split_fused_qkv(state_dict: dict[str, torch.Tensor]) -> bool:
     return bool(fused)
 
 
-def sharded_checkpoint_has_fused_qkv(path: Path) -> bool:
-    """Whether a sharded checkpoint directory holds the old fused projection (read from its metadata)."""
-    from torch.distributed.checkpoint import FileSystemReader
-
-    keys = FileSystemReader(path).read_metadata().state_dict_metadata
+def has_fused_qkv(keys: Iterable[str]) -> bool:
+    """Whether state-dict keys (e.g. a sharded checkpoint's metadata) hold the old fused projection."""
     return any(FUSED_QKV in key for key in keys)

@@ -15,7 +15,8 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 
 from lit_pretrain._compat.lightning import model_parallel_sizes, set_model_parallel_sizes
 from lit_pretrain.checkpoint.atomic import fsync_directory, temporary_path
-from lit_pretrain.checkpoint.legacy import FUSED_QKV_RESUME_ERROR, sharded_checkpoint_has_fused_qkv
+from lit_pretrain.checkpoint.legacy import FUSED_QKV_RESUME_ERROR, has_fused_qkv
+from lit_pretrain.checkpoint.loading import read_dcp_metadata, verify_checkpoint
 from lit_pretrain.parallel.layout import resolve_parallel_sizes
 
 
@@ -41,10 +42,16 @@ class AtomicModelParallelStrategy(ModelParallelStrategy):
     def load_checkpoint(
         self, checkpoint_path: str | Path, weights_only: bool | None = None
     ) -> dict[str, Any]:
-        """Refuse, with advice, a sharded checkpoint saved with the old fused qkv projection."""
+        """Check a sharded checkpoint safely first; refuse, with advice, one with the old fused qkv projection.
+
+        torch's DCP reader unpickles the metadata without restrictions (and Lightning calls it): the
+        directory is read first with the allowlisted reader, so a crafted one is refused before that.
+        """
         path = Path(checkpoint_path)
-        if path.is_dir() and sharded_checkpoint_has_fused_qkv(path):
-            raise ValueError(FUSED_QKV_RESUME_ERROR)
+        if path.is_dir():
+            if has_fused_qkv(read_dcp_metadata(path).state_dict_metadata):
+                raise ValueError(FUSED_QKV_RESUME_ERROR)
+            verify_checkpoint(path)
         return super().load_checkpoint(checkpoint_path, weights_only)
 
     def save_checkpoint(

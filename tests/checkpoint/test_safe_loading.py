@@ -193,6 +193,22 @@ def test_a_sharded_value_that_would_run_code_is_refused(step3: Path, tmp_path: P
     assert not marker.exists()
 
 
+def test_the_fsdp2_strategy_checks_a_directory_before_torch_reads_it(
+    step3: Path, tmp_path: Path, marker: Path
+):
+    """Lightning resumes FSDP2/TP directories with torch's unrestricted DCP reader; the strategy checks first."""
+    from lit_pretrain.training.strategy import AtomicModelParallelStrategy
+
+    directory = sharded_copy(step3, tmp_path / "sharded.ckpt")
+    craft_metadata(directory, marker)
+    with pytest.raises(UnsafeCheckpointError, match="needs builtins\\.exec"):
+        AtomicModelParallelStrategy().load_checkpoint(directory)
+    valued = sharded_copy(step3, tmp_path / "valued.ckpt", optimizer_lr=RunsCode(marker))
+    with pytest.raises(UnsafeCheckpointError, match=REFUSED):
+        AtomicModelParallelStrategy().load_checkpoint(valued)
+    assert not marker.exists()
+
+
 def test_the_override_loads_a_trusted_sharded_directory(
     step3: Path, tmp_path: Path, marker: Path, monkeypatch: pytest.MonkeyPatch
 ):
