@@ -17,6 +17,7 @@ import logging
 import os
 import pickle
 import re
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,12 +123,23 @@ def _safely(path: Path, load: Callable[[bool], T]) -> T:
         return load(False)
 
 
+class DamagedCheckpointError(ValueError):
+    """A checkpoint file that is not a readable archive: truncated, corrupted, or not a checkpoint at all."""
+
+
 def load_checkpoint_file(path: Path, map_location: Any = "cpu", mmap: bool = True) -> dict[str, Any]:
     """A checkpoint file read with `torch.load(weights_only=True)`; refused unless trusted when that fails."""
     path = Path(path)
-    return _safely(
-        path, lambda safe: torch.load(path, map_location=map_location, mmap=mmap, weights_only=safe)
-    )
+    try:
+        return _safely(
+            path, lambda safe: torch.load(path, map_location=map_location, mmap=mmap, weights_only=safe)
+        )
+    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile) as error:
+        # torch's reader says "failed finding central directory" or "Invalid argument" (mmap of a short file).
+        raise DamagedCheckpointError(
+            f"{path} does not load ({type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else 'no detail'}): "
+            "it is truncated, corrupted or not a checkpoint; use an earlier checkpoint of the run"
+        ) from error
 
 
 class _DcpMetadataUnpickler(pickle.Unpickler):

@@ -280,3 +280,30 @@ def test_resume_last_with_only_damaged_checkpoints_stops_with_a_clear_error(
         main([*fit_args(small_corpus, tmp_path), "--ckpt_path", "last"])
     assert sorted(p.name for p in damaged.parent.iterdir()) == ["last.ckpt", "step-0000003.ckpt"]
     assert len(step_losses(tmp_path)) == 1, "no second run started"
+
+
+@pytest.mark.parametrize(
+    "verb, extra",
+    [
+        ("generate", ["--prompt", "x"]),
+        ("export", ["--output_dir", "OUT"]),
+        ("evaluate", ["--tasks", "stdlib_code_next_lines"]),
+    ],
+)
+def test_a_truncated_checkpoint_is_a_one_line_error_in_every_verb(
+    step3: Path, tmp_path: Path, verb: str, extra
+):
+    from lit_pretrain.cli import main
+
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(step3.read_bytes()[: step3.stat().st_size // 2])
+    argv = [
+        verb,
+        "--checkpoint",
+        str(truncated),
+        *[str(tmp_path / "out") if a == "OUT" else a for a in extra],
+    ]
+    with pytest.raises(
+        SystemExit, match=rf"lit-pretrain {verb}: error: {truncated} does not load .* truncated, corrupted"
+    ):
+        main(argv)
