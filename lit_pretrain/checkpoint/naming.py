@@ -6,7 +6,7 @@ import logging
 import re
 from pathlib import Path
 
-from lit_pretrain.checkpoint.loading import verify_checkpoint
+from lit_pretrain.checkpoint.loading import DamagedCheckpointError, verify_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ def find_last_checkpoint(directory: Path) -> Path | None:
         try:
             verify_checkpoint(path)
         except Exception as error:  # whatever stops it from loading, resuming from it would fail the same way
-            reason = _first_line(error)
+            # A damaged file's own error already says "does not load": name torch's reason only.
+            reason = _first_line(error.__cause__ if isinstance(error, DamagedCheckpointError) else error)
             log.warning("skipping %s: it does not load (%s)", path, reason)
             failures.append(f"  {path.name}: {reason}")
             continue
