@@ -37,6 +37,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "a checkpoint as a Hugging Face transformers model directory",
         "export --checkpoint PATH --output_dir DIR [--dtype bfloat16]",
     ),
+    "scaling": (
+        "scaling",
+        "fit Chinchilla scaling-law constants and compute-optimal sizes",
+        "scaling fit --from_csv runs.csv [--budget 1e21]",
+    ),
     "report": (
         "report",
         "plots and a Markdown summary of a run's TensorBoard logs",

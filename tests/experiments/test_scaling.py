@@ -1,0 +1,106 @@
+"""Chinchilla scaling-law fits: recovery of known constants, compute-optimal sizes, CSV input, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lit_pretrain.cli import main
+from lit_pretrain.experiments.scaling import SMALL_GRID, ScalingFit, fit_scaling_law, read_points_csv
+
+# Hoffmann et al. (2022), approach 3.
+CHINCHILLA = ScalingFit(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
+
+
+def _points(noise: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    params = np.repeat([1e7, 3e7, 1e8, 3e8, 1e9, 3e9], 5)
+    tokens = np.tile([1e9, 3e9, 1e10, 3e10, 1e11], 6)
+    losses = np.array([CHINCHILLA.loss(n, d) for n, d in zip(params, tokens, strict=True)])
+    return params, tokens, losses * np.exp(np.random.default_rng(seed).normal(0, noise, len(losses)))
+
+
+def test_the_fit_recovers_the_constants_that_made_the_points():
+    fit = fit_scaling_law(*_points(), grid=SMALL_GRID)
+    for key in ("E", "A", "B", "alpha", "beta"):
+        assert getattr(fit, key) == pytest.approx(getattr(CHINCHILLA, key), rel=1e-4), key
+
+
+def test_compute_optimal_is_the_minimum_of_the_iso_flop_curve():
+    flops = 5.76e23  # Chinchilla's own budget
+    optimal = CHINCHILLA.compute_optimal(flops)
+    params = np.geomspace(1e9, 1e12, 200_001)
+    losses = (
+        CHINCHILLA.E
+        + CHINCHILLA.A / params**CHINCHILLA.alpha
+        + CHINCHILLA.B / (flops / 6 / params) ** CHINCHILLA.beta
+    )
+    assert optimal["optimal_params"] == pytest.approx(params[losses.argmin()], rel=1e-3)
+    assert optimal["optimal_tokens"] * optimal["optimal_params"] * 6 == pytest.approx(flops)
+    assert optimal["predicted_loss"] == pytest.approx(losses.min(), rel=1e-9)
+
+
+def _write_csv(path: Path, params, tokens, losses) -> Path:
+    lines = ["run,params,tokens,loss"] + [
+        f"r{i},{n},{d},{loss}" for i, (n, d, loss) in enumerate(zip(params, tokens, losses, strict=True))
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_the_cli_fits_a_csv_and_writes_the_json_the_issue_names(tmp_path: Path, capsys):
+    csv = _write_csv(tmp_path / "runs.csv", *_points(noise=0.01))
+    output = tmp_path / "fit.json"
+    main(
+        [
+            "scaling",
+            "fit",
+            "--from_csv",
+            str(csv),
+            "--budget",
+            "1e21",
+            "--output",
+            str(output),
+            "--grid",
+            "small",
+            "--bootstrap",
+            "20",
+        ]
+    )
+    result = json.loads(output.read_text())
+    assert {"E", "A", "B", "alpha", "beta", "optimal_params", "optimal_tokens", "predicted_loss"} <= set(
+        result
+    )
+    assert result["alpha"] == pytest.approx(0.34, abs=0.05) and result["beta"] == pytest.approx(
+        0.28, abs=0.05
+    )
+    low, high = result["intervals_95"]["alpha"]
+    assert low <= result["alpha"] <= high
+    assert result["optimal_params"] * result["optimal_tokens"] * 6 == pytest.approx(1e21)
+    assert "compute-optimal for 1e+21 FLOPs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("params,tokens\n1,2\n", "lacks column\\(s\\) loss"),
+        (
+            "params,tokens,loss\n1e6,1e9,3.2\n1e6,oops,3.1\n",
+            r"runs.csv:3: params, tokens and loss must be numbers",
+        ),
+        ("params,tokens,loss\n1e6,1e9,-1\n", r"runs.csv:2: .* must be positive"),
+        ("params,tokens,loss\n1e6,1e9,3.2\n", "1 points; fitting 5 constants needs at least 5"),
+    ],
+)
+def test_bad_csv_files_are_refused_naming_the_line(tmp_path: Path, content: str, message: str):
+    path = tmp_path / "runs.csv"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        read_points_csv(path)
+
+
+def test_a_sweep_directory_is_not_readable_yet_and_says_so(tmp_path: Path):
+    with pytest.raises(SystemExit, match="lit-pretrain scaling: error: fitting a sweep directory needs"):
+        main(["scaling", "fit", str(tmp_path)])
