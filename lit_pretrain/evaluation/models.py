@@ -21,8 +21,7 @@ from tokenizers import Tokenizer
 
 from lit_pretrain.checkpoint.loading import load_model
 from lit_pretrain.data.tokenizer import find_eos_id
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from lit_pretrain.parallel.config import DTYPES
 
 
 class LanguageModel(Protocol):

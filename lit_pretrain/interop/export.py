@@ -12,10 +12,9 @@ from tokenizers import Tokenizer, processors
 from lit_pretrain.checkpoint.loading import model_config, read_metadata, read_model_weights
 from lit_pretrain.interop.huggingface import family, to_hf_config, to_hf_state_dict
 from lit_pretrain.model import ModelConfig
+from lit_pretrain.parallel.config import DTYPES
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def export_checkpoint(

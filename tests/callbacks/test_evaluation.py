@@ -25,6 +25,7 @@ from lit_pretrain.cli.fit import run_lightning_cli
 from lit_pretrain.data.datamodule import PretrainDataModule
 from lit_pretrain.model import GPT, ModelConfig
 from lit_pretrain.training.module import LitPretrain
+from tests.helpers.evaluation import cpu_context
 from tests.helpers.models import TEST_MODEL_OVERRIDES
 from tests.helpers.reference import reference_forward
 from tests.helpers.runs import fit_args, scalars
@@ -160,22 +161,6 @@ def test_training_is_the_same_with_and_without_the_evaluation(small_corpus: Path
     assert after.losses == baseline.losses and len(baseline.losses) == 5
 
 
-def _context(tokenizer: Tokenizer | None, bos_id: int | None = None, seq_len: int | None = None):
-    return EvaluationContext(
-        tokenizer=tokenizer,
-        tokenizer_json=None,
-        eos_id=tokenizer.token_to_id("<|endoftext|>") if tokenizer else None,
-        bos_id=bos_id,
-        seq_len=seq_len,
-        device=torch.device("cpu"),
-        global_step=0,
-        world_size=1,
-        global_rank=0,
-        data_parallel_size=1,
-        data_parallel_rank=0,
-    )
-
-
 def independent_loss_sum(model: GPT, sequence: list[int], first_target: int, window: int) -> float:
     """Summed -log p of sequence[first_target:], each token read after the tokens before it in its window of
     inputs (windows of `window` inputs from the start), with float64 logits from the formulas."""
@@ -196,7 +181,7 @@ def test_text_bits_per_byte_equals_an_independent_computation(small_corpus: Path
     tokenizer = Tokenizer.from_file(str(small_corpus / "tokenizer.json"))
     torch.manual_seed(0)
     model = GPT(ModelConfig.from_name("tiny", **dict(TEST_MODEL_OVERRIDES, block_size=8))).eval()
-    context = _context(tokenizer, bos_id, seq_len)
+    context = cpu_context(tokenizer, bos_id, seq_len)
     evaluator = TextBitsPerByte(texts=TEXTS, batch_size=3)
     evaluator.setup(context)
     with torch.no_grad():
@@ -223,9 +208,9 @@ def test_a_text_file_scores_like_the_same_text(small_corpus: Path, tmp_path: Pat
     model = GPT(ModelConfig.from_name("tiny", **TEST_MODEL_OVERRIDES)).eval()
     results = []
     for evaluator in (TextBitsPerByte(path=str(tmp_path / "heldout.txt")), TextBitsPerByte(texts=[TEXTS[1]])):
-        evaluator.setup(_context(tokenizer))
+        evaluator.setup(cpu_context(tokenizer))
         with torch.no_grad():
-            results.append(evaluator.evaluate(model, _context(tokenizer)))
+            results.append(evaluator.evaluate(model, cpu_context(tokenizer)))
     assert results[0] == results[1]
 
 
@@ -235,12 +220,12 @@ def test_bad_evaluator_settings_are_refused(small_corpus: Path, tmp_path: Path):
     with pytest.raises(ValueError, match="either texts or path"):
         TextBitsPerByte(texts=["a"], path="a.txt")
     with pytest.raises(ValueError, match="needs the run's tokenizer"):
-        TextBitsPerByte(texts=["a"]).setup(_context(None))
+        TextBitsPerByte(texts=["a"]).setup(cpu_context(None))
     tokenizer = Tokenizer.from_file(str(small_corpus / "tokenizer.json"))
     with pytest.raises(FileNotFoundError, match="no text file"):
-        TextBitsPerByte(path=str(tmp_path / "missing.txt")).setup(_context(tokenizer))
+        TextBitsPerByte(path=str(tmp_path / "missing.txt")).setup(cpu_context(tokenizer))
     with pytest.raises(ValueError, match="hold no tokens"):
-        TextBitsPerByte(texts=[""]).setup(_context(tokenizer))
+        TextBitsPerByte(texts=[""]).setup(cpu_context(tokenizer))
     with pytest.raises(ValueError, match="repeated: heldout_text"):
         InLoopEvaluation([TextBitsPerByte(texts=["a"]), TextBitsPerByte(texts=["b"])])
     with pytest.raises(ValueError, match="every_n_steps"):

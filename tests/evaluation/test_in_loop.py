@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from tokenizers import Tokenizer
 
-from lit_pretrain.callbacks.evaluation import EvaluationContext, InLoopEvaluation
+from lit_pretrain.callbacks.evaluation import InLoopEvaluation
 from lit_pretrain.evaluation.in_loop import MultipleChoiceTask
 from lit_pretrain.evaluation.models import checkpoint_model
 from lit_pretrain.evaluation.multiple_choice import multiple_choice_metrics
+from tests.helpers.evaluation import cpu_context
 from tests.helpers.runs import scalars
 
 
@@ -45,22 +45,6 @@ def test_the_logged_accuracy_is_what_evaluate_gives_for_the_checkpoint(in_loop_r
     assert logged["eval/stdlib_code_next_lines/acc_norm"][-1][1] == pytest.approx(result.acc_norm, abs=1e-6)
 
 
-def _context(tokenizer: Tokenizer | None) -> EvaluationContext:
-    return EvaluationContext(
-        tokenizer=tokenizer,
-        tokenizer_json=None,
-        eos_id=tokenizer.token_to_id("<|endoftext|>") if tokenizer else None,
-        bos_id=None,
-        seq_len=None,
-        device=torch.device("cpu"),
-        global_step=0,
-        world_size=1,
-        global_rank=0,
-        data_parallel_size=1,
-        data_parallel_rank=0,
-    )
-
-
 def test_bad_settings_are_refused(tmp_path: Path, corpus_tokenizer: Tokenizer):
     with pytest.raises(FileNotFoundError, match="neither a shipped task"):
         MultipleChoiceTask("no_such_task")
@@ -69,6 +53,6 @@ def test_bad_settings_are_refused(tmp_path: Path, corpus_tokenizer: Tokenizer):
     unusable = tmp_path / "unusable.jsonl"
     unusable.write_text('{"context": "a", "choices": ["b", "c"], "label": 2}\n')
     with pytest.raises(ValueError, match="needs the run's tokenizer"):
-        MultipleChoiceTask(str(unusable)).setup(_context(None))
+        MultipleChoiceTask(str(unusable)).setup(cpu_context(None))
     with pytest.raises(ValueError, match="no usable record"):
-        MultipleChoiceTask(str(unusable)).setup(_context(corpus_tokenizer))
+        MultipleChoiceTask(str(unusable)).setup(cpu_context(corpus_tokenizer))
