@@ -6,6 +6,11 @@ The two families map onto the model's config like this (anything else is refused
 - GPT-2: LayerNorm, learned positions, GELU (tanh approximation), one K/V head per query head. Hugging Face's
   GPT-2 always has biases: a model trained without them exports zero biases, which compute the same.
 Weights are renamed (and, for GPT-2, fused and transposed into its Conv1D layout); nothing is recomputed.
+
+Of the modded-nanogpt switches, qk_norm, logit_softcap and mlp='relu2' change the computation and neither
+class has them: refused. zero_init_proj (an initialisation) and document_mask / document_positions (how
+packed training windows are read) export as the plain architecture: like this model's KV-cache decoding,
+the exported model treats its input as one document, on which it computes exactly what ours does.
 """
 
 from __future__ import annotations
@@ -22,10 +27,21 @@ from lit_pretrain.model import ModelConfig
 LLAMA_FIXED = {"norm": "rmsnorm", "position": "rope", "mlp": "swiglu"}
 GPT2_FIXED = {"norm": "layernorm", "position": "learned", "mlp": "gelu"}
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "GPT2LMHeadModel": "gpt2"}
+# Fields whose non-default values neither class can compute: field -> (exportable value, what it does).
+NOT_EXPRESSIBLE = {
+    "qk_norm": (False, "normalises q and k per head"),
+    "logit_softcap": (None, "soft-caps the logits"),
+}
 
 
 def family(config: ModelConfig) -> str:
     """'llama' or 'gpt2': the Hugging Face class that can express `config`; raises naming the field if none."""
+    for field, (plain, what) in NOT_EXPRESSIBLE.items():
+        if getattr(config, field) != plain:
+            raise ValueError(
+                f"{field}={getattr(config, field)!r} cannot be exported: it {what}, which neither "
+                f"LlamaForCausalLM nor GPT2LMHeadModel does (only {field}={plain!r} exports)"
+            )
     for name, fixed in (("llama", LLAMA_FIXED), ("gpt2", GPT2_FIXED)):
         if all(getattr(config, field) == value for field, value in fixed.items()):
             if name == "gpt2" and config.n_kv_head != config.n_head:

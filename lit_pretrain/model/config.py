@@ -8,7 +8,7 @@ from typing import Any
 
 _NORMS = ("layernorm", "rmsnorm")
 _POSITIONS = ("learned", "rope")
-_MLPS = ("gelu", "swiglu")
+_MLPS = ("gelu", "swiglu", "relu2")
 
 
 @dataclass
@@ -22,7 +22,7 @@ class ModelConfig:
     n_head: int = 4
     n_embd: int = 256
     n_kv_head: int | None = None  # None -> n_head; fewer means grouped-query attention
-    intermediate_size: int | None = None  # MLP hidden width; None -> 4*n_embd (gelu) or ~8/3*n_embd (swiglu)
+    intermediate_size: int | None = None  # MLP width; None -> 4*n_embd (gelu, relu2) or ~8/3*n_embd (swiglu)
     norm: str = "rmsnorm"
     norm_eps: float = 1e-5
     position: str = "rope"
@@ -32,6 +32,18 @@ class ModelConfig:
     tie_embeddings: bool = True
     init_std: float = 0.02
     dropout: float = 0.0  # on each block's two residual branches while training; pre-training uses 0
+    # "Modern recipe" switches (modded-nanogpt, OLMo 2, Gemma 2); the defaults are the plain model above.
+    qk_norm: bool = False  # normalise q and k per head (the `norm` type over head_size) before RoPE
+    zero_init_proj: bool = False  # attn.proj and mlp.proj (the writes into the residual stream) start at 0
+    logit_softcap: float | None = None  # logits = cap * tanh(logits / cap)
+    # Packed windows hold many documents, each ended by eos_token_id. With document_mask a token attends
+    # only to earlier tokens of its own document (an EOS belongs to the document it ends); with
+    # document_positions its position counts from its document's first token (this matters for learned
+    # positions; RoPE is relative, so under the mask it changes only rounding). Training-time choices:
+    # KV-cache decoding (generation of one document) applies neither.
+    document_mask: bool = False
+    eos_token_id: int | None = None
+    document_positions: bool = False
 
     def __post_init__(self) -> None:
         for field_name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -40,6 +52,10 @@ class ModelConfig:
         _check_choice("norm", self.norm, _NORMS)
         _check_choice("position", self.position, _POSITIONS)
         _check_choice("mlp", self.mlp, _MLPS)
+        for field_name in ("qk_norm", "zero_init_proj", "document_mask", "document_positions"):
+            if not isinstance(getattr(self, field_name), bool):
+                raise ValueError(f"{field_name} must be true or false, got {getattr(self, field_name)!r}")
+        self._check_modern_options()
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if not 0.0 <= self.dropout < 1.0:
@@ -51,7 +67,7 @@ class ModelConfig:
         if self.position == "rope" and self.head_size % 2 != 0:
             raise ValueError(f"n_embd / n_head must be even for rope positions, got {self.head_size}")
         if self.intermediate_size is None:
-            if self.mlp == "gelu":
+            if self.mlp in ("gelu", "relu2"):
                 self.intermediate_size = 4 * self.n_embd
             else:
                 # SwiGLU has three matrices instead of two, so 2/3 of 4*n_embd keeps the parameter count of a
@@ -59,6 +75,26 @@ class ModelConfig:
                 self.intermediate_size = 16 * math.ceil(8 * self.n_embd / 3 / 16)
         if self.intermediate_size <= 0:
             raise ValueError(f"intermediate_size must be positive, got {self.intermediate_size}")
+
+    def _check_modern_options(self) -> None:
+        cap = self.logit_softcap
+        if cap is not None and (
+            isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 0 < cap < math.inf
+        ):
+            raise ValueError(f"logit_softcap must be a positive number or None, got {cap!r}")
+        eos = self.eos_token_id
+        if eos is not None and (
+            isinstance(eos, bool) or not isinstance(eos, int) or not 0 <= eos < self.vocab_size
+        ):
+            raise ValueError(
+                f"eos_token_id must be a token id in [0, vocab_size={self.vocab_size}), got {eos!r}"
+            )
+        if self.document_mask and eos is None:
+            raise ValueError("document_mask needs eos_token_id: documents are told apart by their EOS tokens")
+        if self.document_positions and not self.document_mask:
+            raise ValueError(
+                "document_positions needs document_mask: positions restart at documents the mask keeps apart"
+            )
 
     @property
     def head_size(self) -> int:

@@ -16,9 +16,12 @@ def num_parameters(config: ModelConfig, include_embedding: bool = True) -> int:
     """
     width, hidden, kv_width = config.n_embd, config.intermediate_size, config.n_kv_head * config.head_size
     bias = int(config.bias)
-    norm = width * (2 if config.norm == "layernorm" and config.bias else 1)
+    per_feature = 2 if config.norm == "layernorm" and config.bias else 1  # weight, and bias if any
+    norm = width * per_feature
     attention = width * (width + 2 * kv_width) + width * width + bias * (2 * width + 2 * kv_width)
-    if config.mlp == "gelu":
+    if config.qk_norm:
+        attention += 2 * config.head_size * per_feature  # one norm over head_size each for q and k
+    if config.mlp in ("gelu", "relu2"):
         mlp = 2 * width * hidden + bias * (hidden + width)
     else:
         mlp = 3 * width * hidden + bias * (2 * hidden + width)
@@ -45,8 +48,10 @@ def training_flops_per_token(config: ModelConfig, seq_len: int) -> int:
       counted, as PaLM and FlashAttention do, though causal masking could skip half of it; recomputation
       of the scores in a fused backward kernel is not counted (these are model FLOPs, not hardware FLOPs).
 
-    Norms, biases, activations, softmax and the loss are ignored (they are a small fraction and not matmuls).
-    With grouped-query attention the score FLOPs still scale with the number of query heads.
+    Norms, biases, activations, softmax, the logit soft-cap and the loss are ignored (they are a small
+    fraction and not matmuls). With grouped-query attention the score FLOPs still scale with the number of
+    query heads. Document masking does not change the count: the full T×T score matrix is counted, as with
+    causal masking (and the masked SDPA kernel the model uses does compute all of it).
     """
     n = num_parameters(config, include_embedding=False)
     return 6 * n + 12 * config.n_layer * config.n_head * config.head_size * seq_len

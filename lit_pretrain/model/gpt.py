@@ -1,7 +1,15 @@
 """A decoder-only transformer in plain PyTorch, in GPT-2 or Llama flavour depending on `ModelConfig`.
 
 GPT-2: LayerNorm, learned positions, GELU MLP, biases. Llama: RMSNorm, rotary positions (RoPE), SwiGLU MLP,
-grouped-query attention, no biases. Training, distribution, precision and compilation live elsewhere.
+grouped-query attention, no biases. Optional modded-nanogpt-style switches: QK-norm, a ReLU² MLP, zero-initialised
+residual projections, logit soft-capping, and document masking of packed windows. Training, distribution,
+precision and compilation live elsewhere.
+
+Document masking uses scaled_dot_product_attention with a boolean [B, 1, T, T] block-causal mask, not
+flex_attention: in torch 2.13 flex_attention has no backward on the CPU ("FlexAttention does not support
+backward on CPU", eager or compiled), so it cannot train there, and on CUDA it is only fast when compiled.
+The boolean mask works on every device and under tensor parallelism; it costs B*T*T bytes per forward and
+computes the masked-out scores anyway (no block sparsity).
 """
 
 from __future__ import annotations
@@ -71,14 +79,18 @@ class GPT(nn.Module):
         """
         module_name, _, kind = name.rpartition(".")
         module = self.get_submodule(module_name)
+        residual = module_name.endswith(".proj")  # attn.proj and mlp.proj write into the residual stream
         if kind == "bias":
             nn.init.zeros_(tensor)
         elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
             nn.init.ones_(tensor)
+        elif residual and self.config.zero_init_proj:
+            # modded-nanogpt: every block starts as the identity; the first step's gradients still reach
+            # these weights (their inputs are not zero) and, through them, the rest of the block.
+            nn.init.zeros_(tensor)
         else:
             # GPT-2: scale the projections that write into the residual stream so its variance does not
             # grow with depth (each block adds two of them).
-            residual = module_name.endswith(".proj")
             std = (
                 self.config.init_std / math.sqrt(2 * self.config.n_layer)
                 if residual
@@ -101,11 +113,28 @@ class GPT(nn.Module):
 
         `input_pos` is [T], the positions of every row, or [B, T], each row's own: prompts of different
         lengths then decode in one batch, each row writing and reading its own cache positions.
+
+        With `config.document_mask`, a full forward (no `input_pos`) keeps attention inside each document
+        of the window (and, with `document_positions`, counts positions from each document's start).
+        KV-cache decoding ignores both: it generates one document, attending to the whole cache.
         """
+        config = self.config
         seq_len = idx.size(1)
-        if seq_len > self.config.block_size:
-            raise ValueError(f"Sequence length {seq_len} exceeds block_size {self.config.block_size}")
-        positions = input_pos if input_pos is not None else torch.arange(seq_len, device=idx.device)
+        if seq_len > config.block_size:
+            raise ValueError(f"Sequence length {seq_len} exceeds block_size {config.block_size}")
+        attn_mask = None
+        if input_pos is not None:
+            positions = input_pos
+        elif config.document_mask:
+            documents = document_ids(idx, config.eos_token_id)
+            attn_mask = document_causal_mask(documents)
+            positions = (
+                positions_in_documents(documents)
+                if config.document_positions
+                else torch.arange(seq_len, device=idx.device)
+            )
+        else:
+            positions = torch.arange(seq_len, device=idx.device)
         x = self.wte(idx)
         if self.config.position == "learned":
             x = x + self.wpe(positions)
@@ -116,8 +145,13 @@ class GPT(nn.Module):
                 # [B, T, head_size] -> [B, 1, T, head_size], to broadcast over the heads of [B, H, T, head_size].
                 cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         for block in self.blocks:
-            x = block(x, cos, sin, input_pos)
-        return self.lm_head(self.norm_f(x))
+            x = block(x, cos, sin, input_pos, attn_mask)
+        logits = self.lm_head(self.norm_f(x))
+        if config.logit_softcap is not None:
+            # Gemma 2 / modded-nanogpt: a smooth bound on the logits; tanh in float32 (flat and coarse in bf16).
+            cap = config.logit_softcap
+            logits = (cap * torch.tanh(logits.float() / cap)).to(logits.dtype)
+        return logits
 
     def setup_kv_cache(
         self,
@@ -153,7 +187,7 @@ class Block(nn.Module):
         self.norm_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
         self.norm_2 = make_norm(config)
-        self.mlp = GeluMLP(config) if config.mlp == "gelu" else SwiGLUMLP(config)
+        self.mlp = {"gelu": GeluMLP, "swiglu": SwiGLUMLP, "relu2": ReLU2MLP}[config.mlp](config)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(
@@ -162,9 +196,10 @@ class Block(nn.Module):
         cos: torch.Tensor | None = None,
         sin: torch.Tensor | None = None,
         input_pos: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Apply the block to x [B, T, C]; cos/sin are the RoPE tables at x's positions."""
-        x = x + self.dropout(self.attn(self.norm_1(x), cos, sin, input_pos))
+        x = x + self.dropout(self.attn(self.norm_1(x), cos, sin, input_pos, attn_mask))
         return x + self.dropout(self.mlp(self.norm_2(x)))
 
 
@@ -181,6 +216,11 @@ class CausalSelfAttention(nn.Module):
         self.k = nn.Linear(config.n_embd, kv_width, bias=config.bias)
         self.v = nn.Linear(config.n_embd, kv_width, bias=config.bias)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        # QK-norm (OLMo 2, Qwen 3, modded-nanogpt): bounds the attention logits, which otherwise grow and
+        # destabilise training at high learning rates. One weight of head_size shared by all heads, so it is
+        # replicated, not split, under tensor parallelism.
+        self.q_norm = make_norm(config, config.head_size) if config.qk_norm else None
+        self.k_norm = make_norm(config, config.head_size) if config.qk_norm else None
         self.kv_cache: KVCache | None = None
 
     def forward(
@@ -189,17 +229,23 @@ class CausalSelfAttention(nn.Module):
         cos: torch.Tensor | None = None,
         sin: torch.Tensor | None = None,
         input_pos: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Attend over x [B, T, C] causally, or over the cache plus x when `input_pos` is given."""
+        """Attend over x [B, T, C] causally (or as `attn_mask` [B, 1, T, T] allows), or over the cache plus x.
+
+        With `input_pos` (KV-cache decoding) `attn_mask` is ignored: each query sees the cache up to its position.
+        """
         batch, seq_len, _ = x.shape
         # Head counts come from the projections' outputs (-1), not the config: under tensor parallelism
         # each rank holds only its share of the heads.
         q = self.q(x).view(batch, seq_len, -1, self.head_size).transpose(1, 2)
         k = self.k(x).view(batch, seq_len, -1, self.head_size).transpose(1, 2)
         v = self.v(x).view(batch, seq_len, -1, self.head_size).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         if cos is not None:
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        mask = None
+        mask = attn_mask
         if input_pos is not None:
             if self.kv_cache is None:
                 raise RuntimeError("input_pos given but no KV cache: call model.setup_kv_cache() first")
@@ -254,6 +300,14 @@ class GeluMLP(nn.Module):
         return self.proj(F.gelu(self.fc(x), approximate="tanh"))
 
 
+class ReLU2MLP(GeluMLP):
+    """modded-nanogpt MLP: proj(relu(fc(x))**2), with GeluMLP's two matrices."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the MLP."""
+        return self.proj(F.relu(self.fc(x)).square())
+
+
 class SwiGLUMLP(nn.Module):
     """Llama MLP: proj(silu(gate(x)) * up(x))."""
 
@@ -268,11 +322,37 @@ class SwiGLUMLP(nn.Module):
         return self.proj(F.silu(self.gate(x)) * self.up(x))
 
 
-def make_norm(config: ModelConfig) -> nn.Module:
-    """The normalisation layer the config asks for."""
+def make_norm(config: ModelConfig, width: int | None = None) -> nn.Module:
+    """The normalisation layer the config asks for, over `width` features (default n_embd)."""
+    width = width or config.n_embd
     if config.norm == "layernorm":
-        return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
-    return nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+        return nn.LayerNorm(width, eps=config.norm_eps, bias=config.bias)
+    return nn.RMSNorm(width, eps=config.norm_eps)
+
+
+def document_ids(idx: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """Document index [B, T] of each token of packed windows `idx` [B, T]: the number of EOS tokens before it.
+
+    Strictly before: an EOS belongs to the document it ends, and the token after it starts the next one.
+    """
+    is_eos = (idx == eos_token_id).int()
+    return is_eos.cumsum(dim=1) - is_eos
+
+
+def document_causal_mask(documents: torch.Tensor) -> torch.Tensor:
+    """Boolean mask [B, 1, T, T] (True: may attend) for document ids [B, T]: causal and within a document."""
+    seq_len = documents.size(1)
+    causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=documents.device).tril()
+    return ((documents[:, :, None] == documents[:, None, :]) & causal).unsqueeze(1)
+
+
+def positions_in_documents(documents: torch.Tensor) -> torch.Tensor:
+    """Position [B, T] of each token within its document, for document ids [B, T] that never decrease."""
+    index = torch.arange(documents.size(1), device=documents.device).expand_as(documents)
+    starts = torch.ones_like(documents, dtype=torch.bool)
+    starts[:, 1:] = documents[:, 1:] != documents[:, :-1]
+    first = torch.where(starts, index, 0).cummax(dim=1).values  # where the current document began
+    return index - first
 
 
 def rope_tables(

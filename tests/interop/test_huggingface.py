@@ -232,3 +232,44 @@ def test_a_sharded_fsdp2_checkpoint_exports_without_its_optimizer_state(small_co
     )
     with torch.no_grad():
         assert (theirs(tokens).logits - ours.model(tokens)).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"qk_norm": True}, "qk_norm=True cannot be exported: it normalises q and k per head"),
+        ({"logit_softcap": 30.0}, "logit_softcap=30.0 cannot be exported: it soft-caps the logits"),
+        ({"mlp": "relu2"}, "no transformers class expresses .*mlp='relu2'"),
+    ],
+)
+@pytest.mark.parametrize("preset", ["tiny", "gpt2-debug"])
+def test_switches_transformers_cannot_compute_are_refused_naming_them(preset, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        family(ModelConfig.from_name(preset, **overrides))
+
+
+@pytest.mark.parametrize("preset", ["tiny", "gpt2-debug"])
+def test_training_time_switches_export_as_the_plain_architecture(preset):
+    """zero_init_proj and document masking (with restarted positions) do not change the architecture: the
+    exported model computes what ours does on one document."""
+    from lit_pretrain.interop.huggingface import to_hf_config
+    from lit_pretrain.model import GPT
+
+    switches = dict(zero_init_proj=True, document_mask=True, eos_token_id=0, document_positions=True)
+    config = ModelConfig.from_name(preset, **{**TEST_MODEL_OVERRIDES, "n_kv_head": 4}, **switches)
+    torch.manual_seed(0)
+    ours = GPT(config).eval()
+    with torch.no_grad():
+        for block in ours.blocks:  # as after training: the projections are no longer zero
+            block.attn.proj.weight.normal_(std=0.05)
+            block.mlp.proj.weight.normal_(std=0.05)
+    hf_config = to_hf_config(config, eos_id=0)
+    theirs = AutoModelForCausalLM.from_config(hf_config).eval()
+    missing, unexpected = theirs.load_state_dict(to_hf_state_dict(config, ours.state_dict()), strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}
+    document = torch.randint(
+        1, config.vocab_size, (2, config.block_size), generator=torch.Generator().manual_seed(0)
+    )
+    with torch.no_grad():
+        difference = (theirs(document).logits - ours(document)).abs().max().item()
+    assert difference <= 1e-4

@@ -78,6 +78,11 @@ VARIANTS = [
     dict(norm="rmsnorm", bias=False, mlp="swiglu", position="learned", tie_embeddings=False, n_kv_head=2),
     dict(norm="rmsnorm", bias=True, mlp="swiglu", position="learned", tie_embeddings=True, n_kv_head=2),
     dict(intermediate_size=100, n_layer=3, vocab_size=300, block_size=40),
+    # QK-norm (two head_size norms per layer, with biases for a biased LayerNorm) and ReLU²'s two matrices.
+    dict(norm="layernorm", bias=True, mlp="relu2", position="learned", qk_norm=True),
+    dict(norm="rmsnorm", bias=False, mlp="relu2", tie_embeddings=True, qk_norm=True, intermediate_size=72),
+    dict(norm="rmsnorm", bias=True, mlp="swiglu", qk_norm=True, zero_init_proj=True, logit_softcap=30.0),
+    dict(mlp="gelu", document_mask=True, eos_token_id=0, document_positions=True),
 ]
 
 
@@ -118,13 +123,21 @@ def test_training_flops_per_token_literals(name: str, seq_len: int, formula: int
     assert training_flops_per_token(ModelConfig.from_name(name), seq_len) == literal
 
 
-@pytest.mark.parametrize("name", ["gpt2-debug", "llama-debug"])
+# Every switch on: QK-norm's weights are norms (not matmuls), ReLU² has two matrices, the soft-cap is
+# elementwise, and the document mask leaves the attention matmuls at full size.
+SWITCHED = dict(qk_norm=True, mlp="relu2", logit_softcap=30.0, document_mask=True, eos_token_id=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"), [("gpt2-debug", {}), ("llama-debug", {}), ("llama-debug", SWITCHED)]
+)
 @pytest.mark.parametrize("seq_len", [64, 16])
-def test_training_flops_match_flop_counter(name: str, seq_len: int):
-    config = ModelConfig.from_name(name, n_layer=2, n_embd=128, block_size=64, vocab_size=512)
+def test_training_flops_match_flop_counter(name: str, overrides: dict, seq_len: int):
+    config = ModelConfig.from_name(name, n_layer=2, n_embd=128, block_size=64, vocab_size=512, **overrides)
     model = GPT(config)
     batch = 2
     tokens = torch.randint(0, config.vocab_size, (batch, seq_len + 1))
+    tokens[:, seq_len // 3] = 0  # an EOS: two documents per window
     counter = FlopCounterMode(display=False)
     # FlopCounterMode has no formula for the fused CPU attention kernel and would count its FLOPs as zero; the
     # math backend runs attention as plain batched matmuls, which it does count.
@@ -145,3 +158,4 @@ def test_training_flops_match_flop_counter(name: str, seq_len: int):
     assert counter.get_total_flops() / (batch * seq_len) == pytest.approx(
         training_flops_per_token(config, seq_len), rel=0.008
     )
+    assert num_parameters(config) == count_parameters(model)

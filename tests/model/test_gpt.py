@@ -200,7 +200,7 @@ def test_meta_build_then_reset_matches_regular_build(name):
         (dict(n_kv_head=3), "n_kv_head"),
         (dict(norm="batchnorm"), r"^norm must be one of \('layernorm', 'rmsnorm'\), got 'batchnorm'$"),
         (dict(position="alibi"), r"^position must be one of \('learned', 'rope'\), got 'alibi'$"),
-        (dict(mlp="relu"), r"^mlp must be one of \('gelu', 'swiglu'\), got 'relu'$"),
+        (dict(mlp="relu"), r"^mlp must be one of \('gelu', 'swiglu', 'relu2'\), got 'relu'$"),
         (dict(n_layer=0), "n_layer"),
         (dict(intermediate_size=-1), "intermediate_size"),
         (dict(intermediate_size=0), r"^intermediate_size must be positive, got 0$"),
