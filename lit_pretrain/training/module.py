@@ -9,7 +9,6 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
@@ -39,6 +38,9 @@ from lit_pretrain.interop.huggingface import is_hf_directory, read_hf_config, re
 from lit_pretrain.model import GPT, ModelConfig, num_parameters, training_flops_per_token
 from lit_pretrain.optim.accumulation import ends_optimizer_step
 from lit_pretrain.optim.adamw import AdamWConfig, build_adamw
+from lit_pretrain.optim.batch_warmup import BatchSizeWarmup, first_rows
+from lit_pretrain.optim.losses import next_token_losses
+from lit_pretrain.optim.muon import OPTIMIZERS, MuonConfig, build_muon_adamw
 from lit_pretrain.parallel.apply import parallelize
 from lit_pretrain.parallel.config import ParallelConfig
 from lit_pretrain.parallel.gradients import clip_grad_norm_, total_grad_norm
@@ -76,15 +78,39 @@ class LitPretrain(L.LightningModule):
         init_from: str | None = None,
         parallel: ParallelConfig | dict | None = None,
         max_tokens: TokenCount | None = None,
+        optimizer: str = "adamw",
+        muon_lr: float = 0.02,
+        muon_momentum: float = 0.95,
+        lr_schedule: str = "cosine",
+        decay_fraction: float = 0.2,
+        decay_shape: str = "linear",
+        z_loss: float = 0.0,
+        batch_size_warmup_tokens: TokenCount | int = 0,
+        batch_size_warmup_start: float = 0.0,
     ) -> None:
         """`init_from` starts from a checkpoint's weights only (fresh optimizer and schedule).
 
         `parallel` says how blocks are sharded (under ModelParallelStrategy), recomputed and compiled (see
         parallel/). Training stops after `max_tokens` training tokens, or at the trainer's max_steps /
         max_time if sooner. Skipping bad steps is the `LossGuard` callback's job (callbacks/loss_guard.py).
+
+        `optimizer` "muon": Muon (`muon_lr`, `muon_momentum`, `weight_decay`) for the blocks' matrices and
+        AdamW for the rest (optim/muon.py). `lr_schedule` "wsd": warmup, stable, then a decay over the
+        last `decay_fraction` of the run shaped `decay_shape` (linear, cosine or sqrt); both optimizers
+        follow the one schedule. `z_loss` adds `z_loss * mean(logsumexp(logits)^2)` to the training loss
+        (PaLM); train/loss and the validation loss stay the cross-entropy, train/z_loss logs the term.
+        `batch_size_warmup_tokens` trains on a growing share of each micro-batch, from
+        `batch_size_warmup_start`, until that many tokens are trained on (optim/batch_warmup.py).
         """
         super().__init__()
         self.save_hyperparameters()
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"--model.optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+        if not 0.0 <= z_loss < float("inf"):
+            raise ValueError(f"--model.z_loss must be 0 (off) or a positive number, got {z_loss}")
+        self.muon_config = MuonConfig(muon_lr, muon_momentum)
+        self.batch_warmup = BatchSizeWarmup(int(batch_size_warmup_tokens), batch_size_warmup_start)
+        self.hparams["batch_size_warmup_tokens"] = self.batch_warmup.tokens  # a plain int in checkpoints
         # Stored as a plain dict: checkpoints must load with torch.load(weights_only=True).
         self.parallel_config = (
             parallel if isinstance(parallel, ParallelConfig) else ParallelConfig(**(parallel or {}))
@@ -97,13 +123,24 @@ class LitPretrain(L.LightningModule):
             # architecture is what they get back.
             self.hparams["model_overrides"] = {k: v for k, v in asdict(self.config).items() if k != "name"}
         self.optimizer_config = AdamWConfig(
-            learning_rate, min_lr, warmup_steps, weight_decay, tuple(betas), eps
+            learning_rate,
+            min_lr,
+            warmup_steps,
+            weight_decay,
+            tuple(betas),
+            eps,
+            lr_schedule,
+            decay_fraction,
+            decay_shape,
         )
         self.model: GPT | None = None
         self.val_loss = MeanMetric()
         # The logged steps' training loss: a mean over their micro-batches and the data-parallel ranks.
         # No NaN checks: they would move the loss to the host on every update.
         self.train_loss = MeanMetric(nan_strategy="disable")
+        self.train_z_loss = MeanMetric(nan_strategy="disable")
+        # Rows of each micro-batch this optimizer step trains on (batch-size warmup; None: all).
+        self._step_rows: int | None = None
         # This optimizer step's micro-batch losses summed on the device, for `step_loss` (the loss guard).
         self._step_loss_sum: torch.Tensor | None = None
         self._step_micro_batches = 0
@@ -177,6 +214,12 @@ class LitPretrain(L.LightningModule):
             for name in self.val_source_names:
                 if name not in self.val_loss_by_source:
                     self.val_loss_by_source[name] = MeanMetric()
+        if self.batch_warmup.tokens and self.data.micro_batch_size < 2:
+            raise ValueError(
+                "--model.batch_size_warmup_tokens trains on the first rows of each micro-batch, which needs "
+                f"--data.micro_batch_size of 2 or more (got {self.data.micro_batch_size}): raise it, lowering "
+                "--trainer.accumulate_grad_batches to keep the batch, or turn the warmup off"
+            )
         if self.data.seq_len > self.config.block_size:
             raise ValueError(
                 f"--data.seq_len {self.data.seq_len} is longer than model {self.config.name!r}'s block_size "
@@ -199,12 +242,11 @@ class LitPretrain(L.LightningModule):
         """Logits for token ids."""
         return self.model(idx)
 
-    def _loss(self, batch: Batch) -> torch.Tensor:
+    def _losses(self, batch: Batch, z_loss: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
         # Shards store uint16/int32 tokens; embedding lookups and cross-entropy need int64.
         windows = batch_windows(batch).long()
         inputs, targets = windows[:, :-1], windows[:, 1:]
-        logits = self.model(inputs)
-        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        return next_token_losses(self.model(inputs), targets, z_loss)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Seed the generators from the micro-batch's place in the run, so a resumed run draws the same."""
@@ -215,9 +257,14 @@ class LitPretrain(L.LightningModule):
         )
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        """Next-token cross-entropy on one micro-batch."""
-        loss = self._loss(batch)
+        """Next-token cross-entropy (plus the z-loss) on one micro-batch; the cross-entropy is what is
+        logged and what the loss guard judges."""
         accumulate = self.trainer.accumulate_grad_batches
+        if batch_idx % accumulate == 0 or self._step_rows is None:
+            # Fixed for the whole optimizer step, from the tokens trained on before it (checkpointed).
+            self._step_rows = self.batch_warmup.rows(self.tokens_seen, batch_windows(batch).size(0))
+        batch = first_rows(batch, self._step_rows)
+        loss, z_term = self._losses(batch, self.hparams.z_loss)
         detached = loss.detach()
         if batch_idx % accumulate == 0:
             self._step_loss_sum, self._step_micro_batches = detached, 0
@@ -227,6 +274,8 @@ class LitPretrain(L.LightningModule):
         self.tokens_seen += tokens_in_batch(batch) * self.data_parallel_size
         if should_log_this_step(self.trainer):
             self.train_loss.update(detached)
+            if z_term is not None:
+                self.train_z_loss.update(z_term.detach())
             if ends_optimizer_step(batch_idx, accumulate):
                 # The only reduction across ranks, and the only host transfer, of the training loss.
                 mean = self.train_loss.compute()
@@ -236,7 +285,10 @@ class LitPretrain(L.LightningModule):
                 self.log("train/tokens_seen", float(self.tokens_seen))
                 # The rate used by this step (a Python float: logging it costs no device sync).
                 self.log("train/lr", self.optimizers().param_groups[0]["lr"])
-        return loss
+                if z_term is not None:
+                    self.log("train/z_loss", self.train_z_loss.compute(), sync_dist=False)
+                    self.train_z_loss.reset()
+        return loss if z_term is None else loss + z_term
 
     def step_loss(self) -> torch.Tensor | None:
         """This process's mean loss over the micro-batches of the current optimizer step (on the device)."""
@@ -286,7 +338,7 @@ class LitPretrain(L.LightningModule):
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Accumulate token-weighted mean losses: over all validation data and per source."""
-        loss = self._loss(batch)
+        loss, _ = self._losses(batch)
         weight = tokens_in_batch(batch)
         self.val_loss.update(loss, weight=weight)
         if dataloader_idx < len(self.val_source_names):
@@ -304,9 +356,14 @@ class LitPretrain(L.LightningModule):
             metric.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW (weight decay on matrices only) and a per-optimizer-step warmup + cosine schedule."""
+        """AdamW (weight decay on matrices only), or Muon + AdamW, and a per-optimizer-step schedule."""
         decay_steps = self.hparams.lr_decay_steps or self._planned_steps()
-        optimizer, scheduler = build_adamw(self.model.parameters(), self.optimizer_config, decay_steps)
+        if self.hparams.optimizer == "muon":
+            optimizer, scheduler = build_muon_adamw(
+                self.model, self.optimizer_config, self.muon_config, decay_steps
+            )
+        else:
+            optimizer, scheduler = build_adamw(self.model.parameters(), self.optimizer_config, decay_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _planned_steps(self) -> int:
@@ -319,6 +376,14 @@ class LitPretrain(L.LightningModule):
                 * self.data_parallel_size
             )
         max_tokens = self.hparams.max_tokens if tokens_per_step else None
+        if max_tokens and self.batch_warmup.tokens:
+            # The warmup's smaller steps make the token budget last more steps.
+            micro_batch = self.data.micro_batch_size
+            by_tokens = self.batch_warmup.steps_to_reach(
+                max_tokens, micro_batch, tokens_per_step // micro_batch
+            )
+            max_steps = self.trainer.max_steps
+            return min(by_tokens, max_steps) if max_steps and max_steps > 0 else by_tokens
         return schedule_length(self.trainer.max_steps, max_tokens, tokens_per_step)
 
     def _resume_fingerprint(self) -> dict[str, Any]:
@@ -329,6 +394,7 @@ class LitPretrain(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store counters, RNG states and what a resume must match; the tokenizer, for generation."""
         checkpoint["tokens_seen"] = self.tokens_seen
+        checkpoint["optimizer_name"] = self.hparams.optimizer
         checkpoint["rng_states"] = rng_states()
         if attached_trainer(self) is not None:
             checkpoint["resume_fingerprint"] = self._resume_fingerprint()
@@ -355,6 +421,8 @@ class LitPretrain(L.LightningModule):
             check_resume_fingerprint(saved, current, elastic)
             for change in elastic_changes(saved, current) if elastic else []:
                 rank_zero_warn(f"resuming elastically although {change}: the data order differs from before")
+        if resuming:
+            self._check_same_optimizer(checkpoint.get("optimizer_name", "adamw"))  # older ones: AdamW
         if resuming and "rng_states" in checkpoint:
             set_rng_states(checkpoint["rng_states"])
         if "data_manifest" in checkpoint and self.data is not None:
@@ -363,6 +431,15 @@ class LitPretrain(L.LightningModule):
                 fingerprint(self.data.manifest),
                 "the checkpoint",
                 str(self.data.data_dir),
+            )
+
+    def _check_same_optimizer(self, saved: str) -> None:
+        if saved != self.hparams.optimizer:
+            raise ValueError(
+                f"the checkpoint was trained with --model.optimizer {saved} and this run asks for "
+                f"{self.hparams.optimizer}: its optimizer state does not carry over. Resume with "
+                f"--model.optimizer {saved}, or start from its weights with a fresh optimizer and schedule "
+                "through --model.init_from <checkpoint> (without --ckpt_path)"
             )
 
     def model_summary(self, seq_len: int) -> dict[str, float]:

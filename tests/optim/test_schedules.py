@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lit_pretrain.optim.schedules import warmup_cosine
+from lit_pretrain.optim.schedules import decay_start, warmup_cosine, warmup_stable_decay
 
 # 10 warmup steps, cosine from step 10 to step 110, from 1e-3 down to 1e-4.
 WARMUP, DECAY, MAX_LR, MIN_LR = 10, 110, 1e-3, 1e-4
@@ -77,3 +77,38 @@ def test_decay_ending_with_warmup_goes_straight_to_min_lr():
 def test_min_lr_equal_to_max_lr_is_constant_after_warmup():
     values = [warmup_cosine(s, 2, 20, max_lr=0.5, min_lr=0.5) for s in range(2, 30)]
     assert values == [0.5] * len(values)
+
+
+# warmup_stable_decay: 2 warmup steps, 10 steps in all, the last 0.4 (4 steps: 6 to 9) decaying 1.0 -> 0.2.
+def wsd(step: int, shape: str = "linear", fraction: float = 0.4) -> float:
+    return warmup_stable_decay(step, 2, 10, max_lr=1.0, min_lr=0.2, decay_fraction=fraction, shape=shape)
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        # progress p = (step - 6) / 4 over steps 6..9; lr = 0.2 + 0.8 * remaining(p)
+        ("linear", [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.8, 0.6, 0.4, 0.2, 0.2]),
+        # remaining = (1 + cos(pi p)) / 2: 1, 0.853553, 0.5, 0.146447
+        ("cosine", [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.882842712474619, 0.6, 0.317157287525381, 0.2, 0.2]),
+        # remaining = 1 - sqrt(p): 1, 0.5, 0.292893, 0.133975
+        ("sqrt", [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.6, 0.434314575050762, 0.307179676972449, 0.2, 0.2]),
+    ],
+)
+def test_warmup_stable_decay_values(shape: str, expected: list[float]):
+    assert [wsd(step, shape) for step in range(12)] == pytest.approx(expected, rel=1e-12, abs=0)
+
+
+def test_wsd_decay_boundaries():
+    assert decay_start(warmup_steps=2, decay_steps=10, decay_fraction=0.4) == 6
+    assert decay_start(warmup_steps=2, decay_steps=10, decay_fraction=0.2) == 8
+    # A decay longer than the run after warmup starts right after warmup, never inside it.
+    assert decay_start(warmup_steps=2, decay_steps=10, decay_fraction=1.0) == 2
+    assert [wsd(s, fraction=1.0) for s in (1, 2, 6, 10)] == pytest.approx([1.0, 1.0, 0.6, 0.2])
+    # No decay: max_lr to the end, min_lr from decay_steps on (as warmup_cosine).
+    assert [wsd(s, fraction=0.0) for s in (2, 9, 10)] == [1.0, 1.0, 0.2]
+
+
+def test_wsd_refuses_an_unknown_shape():
+    with pytest.raises(ValueError, match="--model.decay_shape must be one of linear, cosine, sqrt"):
+        wsd(7, shape="exp")
