@@ -45,12 +45,18 @@ def apply_tensor_parallel(model: GPT, mesh) -> None:
     q, k, v and the MLP's input projections are split by output columns, the two output projections by
     input rows, so each block costs one all-reduce forward (and one backward) per sub-layer. Embeddings,
     norms and the head stay whole on every rank (FSDP2 shards them over the data-parallel ranks).
+
+    QK-norm's weights (one of head_size, shared by all heads) are replicated DTensors applied to each
+    rank's heads: the heads dimension plays the part of SequenceParallel's sharded sequence dimension, so
+    their gradients, each rank's partial sums over its own heads, are all-reduced. The document mask and
+    the soft-capped logits are computed from replicated tensors and need nothing.
     """
     from torch.distributed.tensor import Replicate
     from torch.distributed.tensor.parallel import (
         ColwiseParallel,
         PrepareModuleInput,
         RowwiseParallel,
+        SequenceParallel,
         parallelize_module,
     )
 
@@ -59,9 +65,10 @@ def apply_tensor_parallel(model: GPT, mesh) -> None:
     # The sub-layer's input becomes one replicated DTensor, so its gradient is all-reduced once, not
     # once per projection that reads it.
     plan = {
+        # (x, cos, sin, input_pos, attn_mask): only x is an activation to prepare.
         "attn": PrepareModuleInput(
-            input_layouts=(Replicate(), None, None, None),
-            desired_input_layouts=(Replicate(), None, None, None),
+            input_layouts=(Replicate(), None, None, None, None),
+            desired_input_layouts=(Replicate(), None, None, None, None),
         ),
         "attn.q": ColwiseParallel(),
         "attn.k": ColwiseParallel(),
@@ -70,8 +77,12 @@ def apply_tensor_parallel(model: GPT, mesh) -> None:
         "mlp": PrepareModuleInput(input_layouts=(Replicate(),), desired_input_layouts=(Replicate(),)),
         "mlp.proj": RowwiseParallel(),
     }
-    inputs = ("fc",) if config.mlp == "gelu" else ("gate", "up")
+    inputs = ("gate", "up") if config.mlp == "swiglu" else ("fc",)
     plan.update({f"mlp.{name}": ColwiseParallel() for name in inputs})
+    if config.qk_norm:
+        # q and k are [batch, heads, time, head_size] with this rank's heads: sharded along dim 1.
+        for name in ("attn.q_norm", "attn.k_norm"):
+            plan[name] = SequenceParallel(sequence_dim=1, use_local_output=True)
     for block in model.blocks:
         parallelize_module(block, mesh, plan)
 
