@@ -7,9 +7,10 @@ precision and compilation live elsewhere.
 
 Document masking uses scaled_dot_product_attention with a boolean [B, 1, T, T] block-causal mask, not
 flex_attention: in torch 2.13 flex_attention has no backward on the CPU ("FlexAttention does not support
-backward on CPU", eager or compiled), so it cannot train there, and on CUDA it is only fast when compiled.
-The boolean mask works on every device and under tensor parallelism; it costs B*T*T bytes per forward and
-computes the masked-out scores anyway (no block sparsity).
+backward on CPU", eager or compiled), so it cannot train there, and its eager forward took 270 ms where the
+masked SDPA took 27 ms (causal SDPA 12 ms; B=4, 4 heads, T=256, head size 64); on CUDA it is only fast
+when compiled, which could not be checked here. The boolean mask works on every device, compiled or not
+and under tensor parallelism; it costs B*T*T bytes per forward and computes the masked-out scores anyway.
 """
 
 from __future__ import annotations
