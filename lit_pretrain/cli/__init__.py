@@ -37,10 +37,20 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "a checkpoint as a Hugging Face transformers model directory",
         "export --checkpoint PATH --output_dir DIR [--dtype bfloat16]",
     ),
+    "sweep": (
+        "sweep",
+        "run every combination of a sweep file, each in its own directory",
+        "sweep SWEEP.yaml [--dry-run] [--emit slurm]",
+    ),
+    "compare": (
+        "compare",
+        "a table and overlaid loss curves of several runs or a sweep",
+        "compare RUN_DIR... | SWEEP_DIR [--output_dir DIR]",
+    ),
     "scaling": (
         "scaling",
         "fit Chinchilla scaling-law constants and compute-optimal sizes",
-        "scaling fit --from_csv runs.csv [--budget 1e21]",
+        "scaling fit SWEEP_DIR | --from_csv runs.csv [--budget 1e21]",
     ),
     "report": (
         "report",

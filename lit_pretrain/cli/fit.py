@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ from lit_pretrain.checkpoint.loading import read_metadata
 from lit_pretrain.checkpoint.naming import STEP_FILENAME, find_last_checkpoint
 from lit_pretrain.checkpoint.retention import RetainingCheckpoint
 from lit_pretrain.data.datamodule import PretrainDataModule
+from lit_pretrain.experiments.sweep import RESULT_FILE
+from lit_pretrain.model import num_parameters, training_flops_per_token
 from lit_pretrain.training.budget import TokenCount
 from lit_pretrain.training.module import LitPretrain, resolve_model_config
 
@@ -102,6 +106,35 @@ class PretrainCLI(LightningCLI):
             print(f"   {describe_logger(logger)}")
         if trainer.default_root_dir:
             print(f"   report: lit-pretrain report {trainer.default_root_dir}")
+            write_run_result(trainer, metrics)
+
+
+def write_run_result(trainer: L.Trainer, metrics: dict[str, float]) -> Path:
+    """`result.json` in the run directory: how the run ended and its last losses (read by `sweep`).
+
+    "finished" means the run reached its planned end; "interrupted" that a signal (preemption, Ctrl-C)
+    stopped it, so `--ckpt_path last` should continue it. Written atomically: a sweep never reads half a file.
+    """
+    preempted = any(isinstance(c, Preemption) and c.received is not None for c in trainer.callbacks)
+    model = trainer.lightning_module
+    result = {
+        "status": "interrupted" if preempted or trainer.interrupted else "finished",
+        "global_step": trainer.global_step,
+        "tokens_seen": int(model.tokens_seen),
+        "parameters": int(num_parameters(model.config)),
+        "parameters_without_embedding": int(num_parameters(model.config, include_embedding=False)),
+        "flops_per_token": int(training_flops_per_token(model.config, model.data.seq_len))
+        if model.data is not None
+        else None,
+        **{name: value for name, value in metrics.items() if name in ("train/loss", "val/loss", "val/ppl")},
+        "ended_at": time.time(),
+    }
+    path = Path(trainer.default_root_dir) / RESULT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(temporary, path)
+    return path
 
 
 class LogConfigCallback(SaveConfigCallback):

@@ -158,3 +158,167 @@ def bootstrap_intervals(
         )
         for key in draws[0]
     }
+
+
+# --- points from runs, IsoFLOP profiles, plots ------------------------------------------------------------
+
+PARAMETER_COUNTS = ("total", "non_embedding")
+# Runs whose budgets (6 N D) are within this factor of each other form one IsoFLOP profile.
+ISOFLOP_TOLERANCE = 1.25
+
+
+@dataclass(frozen=True)
+class RunPoint:
+    """One finished run as a point of the fit: its size, tokens and final validation loss."""
+
+    name: str
+    params: float
+    tokens: float
+    loss: float
+
+    @property
+    def flops(self) -> float:
+        """Training FLOPs as the fit counts them, 6 N D."""
+        return 6.0 * self.params * self.tokens
+
+
+@dataclass(frozen=True)
+class IsoFlopMinimum:
+    """The bottom of one IsoFLOP profile: a parabola in log N fitted to the runs of one budget."""
+
+    flops: float
+    optimal_params: float
+    optimal_tokens: float
+    loss: float
+    runs: int
+
+
+def points_from_runs(run_dirs: list[Path], count: str = "total") -> tuple[list[RunPoint], list[str]]:
+    """The finished runs' (parameters, tokens seen, final val loss), and a line per run left out and why.
+
+    Read from each run's `result.json` (written by `fit`): `count` "non_embedding" uses the parameters
+    without the embedding table (Kaplan et al.), "total" all of them (Hoffmann et al.).
+    """
+    import json
+
+    if count not in PARAMETER_COUNTS:
+        raise ValueError(f"parameter count must be one of {PARAMETER_COUNTS}, got {count!r}")
+    points, skipped = [], []
+    for run_dir in run_dirs:
+        path = run_dir / "result.json"
+        result = json.loads(path.read_text()) if path.is_file() else {}
+        params = result.get("parameters" if count == "total" else "parameters_without_embedding")
+        if result.get("status") != "finished":
+            skipped.append(f"{run_dir.name}: not finished ({path} says {result.get('status', 'nothing')})")
+        elif result.get("val/loss") is None or not params:
+            skipped.append(f"{run_dir.name}: {path} has no val/loss or parameter count (validate at the end)")
+        else:
+            points.append(
+                RunPoint(run_dir.name, float(params), float(result["tokens_seen"]), result["val/loss"])
+            )
+    return points, skipped
+
+
+def isoflop_groups(points: list[RunPoint], tolerance: float = ISOFLOP_TOLERANCE) -> list[list[RunPoint]]:
+    """The points grouped by budget: sorted by FLOPs, a new group wherever the next is `tolerance` x larger
+    than the group's first."""
+    groups: list[list[RunPoint]] = []
+    for point in sorted(points, key=lambda p: p.flops):
+        if groups and point.flops <= groups[-1][0].flops * tolerance:
+            groups[-1].append(point)
+        else:
+            groups.append([point])
+    return groups
+
+
+def isoflop_minima(points: list[RunPoint]) -> list[IsoFlopMinimum]:
+    """Per budget with at least three model sizes: the loss-minimising size from a parabola in log N
+    (Hoffmann et al.'s approach 2). Profiles whose parabola opens downwards have no minimum and are left out."""
+    minima = []
+    for group in isoflop_groups(points):
+        sizes = {p.params for p in group}
+        if len(sizes) < 3:
+            continue
+        log_n = np.log([p.params for p in group])
+        losses = np.array([p.loss for p in group])
+        curvature, slope, _ = np.polyfit(log_n, losses, 2)
+        if curvature <= 0:
+            continue
+        flops = float(np.exp(np.mean(np.log([p.flops for p in group]))))
+        best_log_n = -slope / (2 * curvature)
+        params = float(np.exp(best_log_n))
+        minima.append(
+            IsoFlopMinimum(
+                flops=flops,
+                optimal_params=params,
+                optimal_tokens=flops / (6 * params),
+                loss=float(np.polyval([curvature, slope, _], best_log_n)),
+                runs=len(group),
+            )
+        )
+    return minima
+
+
+def power_law(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(k, exponent) of y = k x^exponent, by least squares in log-log."""
+    exponent, log_k = np.polyfit(np.log(x), np.log(y), 1)
+    return float(math.exp(log_k)), float(exponent)
+
+
+def draw_scaling(
+    points: list[RunPoint],
+    fit: ScalingFit,
+    minima: list[IsoFlopMinimum],
+    path: Path,
+    held_out: list[RunPoint] | None = None,
+) -> Path:
+    """IsoFLOP profiles (data, the fitted law along each budget, the parabolas' minima) and predicted
+    against measured loss, as one PNG."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    held_out = held_out or []
+    with matplotlib.rc_context({"axes.titlesize": "medium"}):
+        fig = Figure(figsize=(13, 5), dpi=110, layout="constrained")
+        FigureCanvasAgg(fig)
+        profiles, parity = fig.subplots(1, 2)
+        for index, group in enumerate(isoflop_groups(points)):
+            color = f"C{index % 10}"
+            flops = float(np.exp(np.mean(np.log([p.flops for p in group]))))
+            params = np.array([p.params for p in group])
+            profiles.scatter(params, [p.loss for p in group], color=color, zorder=3, label=f"C = {flops:.2g}")
+            grid = np.geomspace(params.min() / 1.5, params.max() * 1.5, 100)
+            profiles.plot(grid, [fit.loss(n, flops / (6 * n)) for n in grid], color=color, alpha=0.7)
+        for minimum in minima:
+            profiles.scatter(minimum.optimal_params, minimum.loss, marker="*", s=160, color="k", zorder=4)
+        for point in held_out:
+            profiles.scatter(point.params, point.loss, marker="D", s=60, color="red", zorder=5)
+            profiles.annotate(f"held out: {point.name}", (point.params, point.loss), fontsize="small")
+        profiles.set_xscale("log")
+        profiles.set_xlabel("parameters N")
+        profiles.set_ylabel("final validation loss")
+        profiles.set_title("IsoFLOP profiles: runs (dots), fitted law (lines), minima (stars)")
+        profiles.grid(True, alpha=0.3)
+        profiles.legend(fontsize="small", title="budget 6ND")
+        measured = np.array([p.loss for p in points])
+        predicted = np.array([fit.loss(p.params, p.tokens) for p in points])
+        parity.scatter(measured, predicted, label="fitted runs")
+        if held_out:
+            parity.scatter(
+                [p.loss for p in held_out],
+                [fit.loss(p.params, p.tokens) for p in held_out],
+                marker="D",
+                color="red",
+                label="held out",
+            )
+        everything = np.concatenate([measured, predicted, [p.loss for p in held_out]])
+        low, high = everything.min(), everything.max()
+        parity.plot([low, high], [low, high], color="k", linewidth=0.8, label="predicted = measured")
+        parity.set_xlabel("measured loss")
+        parity.set_ylabel("predicted loss")
+        parity.set_title(f"L = {fit.E:.3g} + {fit.A:.3g}/N^{fit.alpha:.3g} + {fit.B:.3g}/D^{fit.beta:.3g}")
+        parity.grid(True, alpha=0.3)
+        parity.legend(fontsize="small")
+        fig.savefig(path)
+    return path
