@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lit_pretrain.cli import main
-from lit_pretrain.experiments.scaling import SMALL_GRID, ScalingFit, fit_scaling_law, read_points_csv
+from lit_pretrain.experiments.scaling import (
+    SMALL_GRID,
+    RunPoint,
+    ScalingFit,
+    fit_scaling_law,
+    isoflop_groups,
+    isoflop_minima,
+    power_law,
+    read_points_csv,
+)
 
 # Hoffmann et al. (2022), approach 3.
 CHINCHILLA = ScalingFit(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
@@ -101,6 +111,61 @@ def test_bad_csv_files_are_refused_naming_the_line(tmp_path: Path, content: str,
         read_points_csv(path)
 
 
-def test_a_sweep_directory_is_not_readable_yet_and_says_so(tmp_path: Path):
-    with pytest.raises(SystemExit, match="lit-pretrain scaling: error: fitting a sweep directory needs"):
+def test_a_directory_without_runs_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(SystemExit, match="lit-pretrain scaling: error: .* holds no training run"):
         main(["scaling", "fit", str(tmp_path)])
+
+
+def test_either_runs_or_a_csv_is_needed(tmp_path: Path):
+    with pytest.raises(SystemExit, match="pass either a sweep directory"):
+        main(["scaling", "fit"])
+
+
+def _isoflop_points(budgets, noise: float = 0.0) -> list[RunPoint]:
+    rng = np.random.default_rng(1)
+    points = []
+    for flops in budgets:
+        optimum = CHINCHILLA.compute_optimal(flops)["optimal_params"]
+        for factor in (1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8):
+            params = optimum * factor
+            tokens = flops / (6 * params)
+            loss = CHINCHILLA.loss(params, tokens) * math.exp(rng.normal(0, noise))
+            points.append(RunPoint(f"{flops:.0e}-{factor}", params, tokens, loss))
+    return points
+
+
+def test_isoflop_minima_of_points_from_a_known_law_land_on_its_optimum():
+    budgets = (1e19, 1e20, 1e21)
+    minima = isoflop_minima(_isoflop_points(budgets))
+    assert [m.runs for m in minima] == [7, 7, 7]
+    for minimum, flops in zip(minima, budgets, strict=True):
+        optimal = CHINCHILLA.compute_optimal(flops)
+        assert minimum.flops == pytest.approx(flops)
+        # A parabola in log N approximates the profile: within 10% of the true optimum over 64x in N.
+        assert minimum.optimal_params == pytest.approx(optimal["optimal_params"], rel=0.1)
+        assert minimum.loss == pytest.approx(optimal["predicted_loss"], rel=2e-3)
+        assert minimum.optimal_tokens * minimum.optimal_params * 6 == pytest.approx(flops)
+    _, exponent = power_law(np.array(budgets), np.array([m.optimal_params for m in minima]))
+    alpha, beta = CHINCHILLA.alpha, CHINCHILLA.beta
+    assert exponent == pytest.approx(beta / (alpha + beta), abs=0.01)
+
+
+def test_points_group_into_profiles_by_budget_and_profiles_without_a_minimum_are_left_out():
+    points = _isoflop_points((1e19, 1e21))
+    assert [len(group) for group in isoflop_groups(points)] == [7, 7]
+    # Only the larger half of the sizes: loss falls all the way, the parabola has no minimum inside.
+    falling = [RunPoint(f"p{i}", 1e6 * 2**i, 1e9 / 2**i, 5.0 - 0.1 * i * i) for i in range(4)]
+    assert isoflop_minima(falling) == []
+
+
+def test_the_fit_recovers_the_law_within_the_noise_of_an_isoflop_design():
+    points = _isoflop_points((1e18, 1e19, 1e20, 1e21), noise=0.005)
+    params, tokens, losses = (
+        np.array(column) for column in zip(*[(p.params, p.tokens, p.loss) for p in points])
+    )
+    fit = fit_scaling_law(params, tokens, losses, grid=SMALL_GRID)
+    big = CHINCHILLA.compute_optimal(1e23)
+    # Extrapolated 100x beyond the largest budget, the predicted loss is within 1%.
+    assert fit.loss(big["optimal_params"], big["optimal_tokens"]) == pytest.approx(
+        big["predicted_loss"], rel=0.01
+    )
