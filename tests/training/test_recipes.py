@@ -109,3 +109,17 @@ def test_z_loss_adds_its_gradient_and_leaves_the_logged_loss_alone():
     (0.1 * module.model(tokens[:, :-1]).float().logsumexp(-1).square().mean()).backward()
     torch.testing.assert_close(grad_z - grad_plain, module.model.wte.weight.grad, rtol=1e-4, atol=1e-7)
     assert json.dumps(module.hparams["batch_size_warmup_tokens"]) == "0", "a plain int in checkpoints"
+
+
+@pytest.mark.slow
+def test_recipe_under_fsdp2_resumes_exactly_from_a_sharded_checkpoint(small_corpus: Path, tmp_path: Path):
+    """Muon's state (DTensor momentum) goes through the sharded checkpoint and comes back bit for bit."""
+    fsdp2 = (*RECIPE, "--config", "configs/trainer/cpu-fsdp2.yaml", "--trainer.log_every_n_steps", "1")
+    fsdp2 = (*fsdp2, "--trainer.limit_val_batches", "0")
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run_fit(resume_args(small_corpus, straight, *fsdp2, "--trainer.max_steps", "6"))
+    run_fit(resume_args(small_corpus, split, *fsdp2, "--trainer.max_steps", "3"))
+    run_fit(resume_args(small_corpus, split, *fsdp2, "--trainer.max_steps", "6", "--ckpt_path", "last"))
+    (expected,), (first, resumed) = step_losses(straight), step_losses(split)
+    assert sorted(resumed) == [3, 4, 5] and {**first, **resumed} == expected
+    assert (split / "checkpoints" / "step-0000006.ckpt").is_dir(), "sharded"
