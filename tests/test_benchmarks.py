@@ -74,3 +74,54 @@ def test_gpu_benchmark_runs_a_chosen_subset(tmp_path: Path):
         "off",
     )
     assert [(r["model"], r["activation_checkpointing_every"]) for r in result["runs"]] == [("llama-debug", 0)]
+
+
+def load_benchmark(script: str):
+    """Import benchmarks/`script` as a module (benchmarks/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(Path(script).stem, REPO_ROOT / "benchmarks" / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recipe_efficiency_finds_the_first_crossing_between_validations():
+    bench = load_benchmark("recipe_efficiency.py")
+    steps, losses = [20, 40, 60, 80], [7.0, 6.0, 5.0, 5.5]
+    assert bench.first_crossing(steps, losses, 5.5) == pytest.approx(50.0)  # the first time, not step 80
+    assert bench.first_crossing(steps, losses, 6.0) == 40
+    assert bench.first_crossing(steps, losses, 7.5) == 20
+    assert bench.first_crossing(steps, losses, 4.9) is None
+    assert bench.interpolate(50, [0, 40, 60], [0.0, 10.0, 30.0]) == pytest.approx(20.0)
+
+
+def test_recipe_efficiency_ratios_are_against_the_whole_baseline_run():
+    bench = load_benchmark("recipe_efficiency.py")
+    baseline = {"final_val_loss": 5.0, "tokens": 1000, "train_seconds": 100.0}
+    curve = [
+        {"step": 2, "val_loss": 6.0, "train_seconds": 20.0},
+        {"step": 4, "val_loss": 4.0, "train_seconds": 60.0},
+    ]
+    speedrun = {"curve": curve, "tokens_per_step": 100}
+    result = bench.compare(baseline, speedrun)
+    assert result["crossing_step"] == pytest.approx(3.0)
+    assert result["tokens_ratio"] == pytest.approx(0.3)
+    assert result["wall_ratio"] == pytest.approx(0.4)
+    assert bench.compare({**baseline, "final_val_loss": 3.0}, speedrun)["tokens_ratio"] is None
+
+
+@pytest.mark.slow
+def test_recipe_efficiency_benchmark_writes_its_json(tmp_path: Path, small_corpus: Path):
+    result, printed = run_benchmark(
+        "recipe_efficiency.py", tmp_path, "--quick", "--data_dir", str(small_corpus)
+    )
+    assert set(result["runs"]) == {"baseline", "speedrun"}
+    for run in result["runs"].values():
+        assert run["steps"] == 6 and run["tokens"] == 6 * 8 * 256
+        assert [point["step"] for point in run["curve"]] == [3, 6]
+        assert run["final_val_loss"] == run["curve"][-1]["val_loss"]
+        assert 0 < run["curve"][0]["train_seconds"] < run["train_seconds"] and run["tokens_per_second"] > 0
+        assert run["final_full_val_loss"] < run["untrained_full_val_loss"]
+    assert result["comparison"]["target_val_loss"] == result["runs"]["baseline"]["final_val_loss"]
+    assert "tokens ratio" in printed or "never reached" in printed
