@@ -170,6 +170,8 @@ def emit_slurm(spec: SweepSpec, runs: Sequence[PlannedRun], config_paths: Sequen
         "job-name": spec.name,
         "array": f"0-{len(runs) - 1}",
         "output": str((spec.output_dir / "slurm-%A_%a.out").resolve()),
+        # Relative paths in the configs (data_dir, output_dir) mean what they meant here.
+        "chdir": str(Path.cwd()),
         # Preemption: SIGTERM two minutes before the end, so the run saves a checkpoint (callbacks/preemption.py).
         "signal": "SIGTERM@120",
         "requeue": None,

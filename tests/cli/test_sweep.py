@@ -200,6 +200,7 @@ def test_a_failing_run_is_reported_and_the_others_run_and_resume(small_corpus, t
     assert result["status"] == "finished" and result["global_step"] == 4
 
 
+@pytest.mark.slow
 def test_a_changed_setting_is_refused_for_a_run_that_exists(small_corpus, tmp_path):
     spec = {
         "output_dir": str(tmp_path / "out"),
@@ -227,12 +228,12 @@ def test_an_invalid_setting_is_refused_before_anything_runs(small_corpus, tmp_pa
     assert not (tmp_path / "out" / "run" / "train.log").exists()
 
 
-def test_emit_slurm_writes_an_array_script_whose_task_runs_the_run(small_corpus, tmp_path):
+def _emit_slurm(data_dir: Path, tmp_path: Path) -> Path:
     spec = {
         "name": "onslurm",
         "output_dir": str(tmp_path / "out"),
         "base": [TINY_CONFIG],
-        "fixed": {**_fixed(small_corpus), "trainer.max_steps": 2, "trainer.val_check_interval": 2},
+        "fixed": {**_fixed(data_dir), "trainer.max_steps": 2, "trainer.val_check_interval": 2},
         "grid": {"model.learning_rate": [0.001, 0.002]},
         "slurm": {"partition": "gpu", "gpus_per_node": 1, "time": "01:00:00"},
     }
@@ -240,7 +241,11 @@ def test_emit_slurm_writes_an_array_script_whose_task_runs_the_run(small_corpus,
     path.write_text(yaml.safe_dump(spec))
     completed = sweep(str(path), "--emit", "slurm")
     assert completed.returncode == 0, completed.stderr[-2000:]
-    script = tmp_path / "out" / "sweep.sbatch"
+    return tmp_path / "out" / "sweep.sbatch"
+
+
+def test_emit_slurm_writes_an_array_script_and_runs_nothing(small_corpus, tmp_path):
+    script = _emit_slurm(small_corpus, tmp_path)
     text = script.read_text()
     for line in (
         "#SBATCH --array=0-1",
@@ -249,11 +254,19 @@ def test_emit_slurm_writes_an_array_script_whose_task_runs_the_run(small_corpus,
         "#SBATCH --time=01:00:00",
         "#SBATCH --signal=SIGTERM@120",
         "#SBATCH --requeue",
+        f"#SBATCH --chdir={REPO_ROOT}",
     ):
         assert line in text
+    runs = (tmp_path / "out" / "runs.txt").read_text().split()
+    assert [Path(run).parent.name for run in runs] == ["learning_rate-0.001", "learning_rate-0.002"]
+    assert all(Path(run).is_file() for run in runs)  # each run's config.yaml, written
     assert not (tmp_path / "out" / "learning_rate-0.001" / "train.log").exists()  # nothing ran
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
 
+
+@pytest.mark.slow
+def test_an_emitted_slurm_task_runs_its_run_and_skips_it_once_finished(small_corpus, tmp_path):
+    script = _emit_slurm(small_corpus, tmp_path)
     # Array task 1 on a machine without SLURM: `srun` runs the command it is given.
     shims = tmp_path / "bin"
     shims.mkdir()
