@@ -87,6 +87,8 @@ class LitPretrain(L.LightningModule):
         z_loss: float = 0.0,
         batch_size_warmup_tokens: TokenCount | int = 0,
         batch_size_warmup_start: float = 0.0,
+        document_mask: bool = False,
+        document_positions: bool = False,
     ) -> None:
         """`init_from` starts from a checkpoint's weights only (fresh optimizer and schedule).
 
@@ -101,6 +103,10 @@ class LitPretrain(L.LightningModule):
         (PaLM); train/loss and the validation loss stay the cross-entropy, train/z_loss logs the term.
         `batch_size_warmup_tokens` trains on a growing share of each micro-batch, from
         `batch_size_warmup_start`, until that many tokens are trained on (optim/batch_warmup.py).
+
+        `document_mask`: attention stays within each document of a packed window (documents end with the
+        data's EOS token, whose id is read from the dataset's manifest); `document_positions` also restarts
+        positions at each document (model/gpt.py).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -197,11 +203,21 @@ class LitPretrain(L.LightningModule):
         )
 
     def setup(self, stage: str) -> None:
-        """Refuse data the model cannot read, before any step runs."""
+        """Refuse data the model cannot read, before any step runs; give document masking the EOS id."""
         self.data_parallel_size, self.data_parallel_rank = data_parallel_size_and_rank(self.trainer)
         self.data = data_spec(self.trainer)
+        if self.hparams.document_positions and not self.hparams.document_mask:
+            raise ValueError(
+                "--model.document_positions restarts positions per document: it needs --model.document_mask true"
+            )
         if self.data is None:
+            if self.hparams.document_mask and self.config.eos_token_id is None:
+                raise ValueError(
+                    "--model.document_mask needs the data's EOS token id: train with --data.data_dir"
+                )
             return
+        if self.hparams.document_mask:
+            self._mask_documents(int(self.data.manifest["eos_id"]))
         if self.data.vocab_size > self.config.vocab_size:
             raise ValueError(
                 f"the data in {self.data.data_dir} was tokenized with {self.data.vocab_size:,} tokens but "
@@ -225,6 +241,17 @@ class LitPretrain(L.LightningModule):
                 f"--data.seq_len {self.data.seq_len} is longer than model {self.config.name!r}'s block_size "
                 f"{self.config.block_size}: lower one or raise the other"
             )
+
+    def _mask_documents(self, eos_id: int) -> None:
+        # Before configure_model builds the network; recorded in model_overrides, so that checkpoints
+        # rebuild the same model (and a resume compares like with like).
+        fields = {
+            "document_mask": True,
+            "document_positions": bool(self.hparams.document_positions),
+            "eos_token_id": eos_id,
+        }
+        self.config = replace(self.config, **fields)
+        self.hparams["model_overrides"] = {**(self.hparams.model_overrides or {}), **fields}
 
     def on_train_start(self) -> None:
         """Say what is being trained."""
