@@ -247,7 +247,9 @@ class PretrainDataModule(L.LightningDataModule):
                 "prepare with a larger --val_fraction"
             )
 
-    def _dataset(self, source: SourceShards, index: int, split: str, shuffle: bool) -> StreamingDataset:
+    def _dataset(
+        self, source: SourceShards, index: int, split: str, shuffle: bool, split_over_ranks: bool = True
+    ) -> StreamingDataset:
         dataset = WorkerCountResumingDataset(
             input_dir=str(source.split_dir(split).resolve()),
             item_loader=TokensLoader(block_size=self.seq_len + 1),
@@ -256,7 +258,10 @@ class PretrainDataModule(L.LightningDataModule):
             seed=self.seed,
             transform=TagWithSource(index),
         )
-        if self.trainer is not None:
+        if not split_over_ranks:
+            # Every rank sees every window (its length is the whole split's), for a sampler to split.
+            dataset.distributed_env = data_parallel_env(1, 0, 1)
+        elif self.trainer is not None:
             # litdata splits the data over all processes; tensor-parallel ranks of one group must read
             # the same windows, so it is told the data-parallel layout instead.
             size, rank = data_parallel_size_and_rank(self.trainer)
@@ -295,10 +300,12 @@ class PretrainDataModule(L.LightningDataModule):
         Windows are read by index, so Lightning's DistributedSampler gives every rank a share. (litdata
         hands out whole chunks per rank, and a validation set is often a single chunk: the other ranks
         would get nothing.) With several ranks the sampler repeats a few windows to even out the shares.
+        The dataset itself is not split by rank: its length must be the whole split's on every rank, or
+        ranks run different numbers of batches, and under FSDP2 (collectives in every forward) hang.
         """
         return [
             DataLoader(
-                WindowsByIndex(self._dataset(s, i, "val", shuffle=False)),
+                WindowsByIndex(self._dataset(s, i, "val", shuffle=False, split_over_ranks=False)),
                 batch_size=self.val_batch_size,
                 num_workers=self.num_workers,
             )

@@ -116,3 +116,20 @@ def test_datasets_with_different_tokenizers_are_refused(two_datasets, tmp_path: 
         ValueError, match=r"tokenizer_sha256 differs: '[0-9a-f]+' in .*news-data but '[0-9a-f]+' in"
     ):
         datamodule.setup("fit")
+
+
+def test_every_rank_sees_the_whole_validation_split_for_the_sampler_to_share(small_corpus):
+    """Ranks with validation loaders of different lengths run different numbers of batches: under FSDP2,
+    whose forward gathers weights from every rank, the run hangs at its first validation."""
+    from lit_pretrain._compat.litdata import data_parallel_env, detected_layout
+    from lit_pretrain.data.datamodule import PretrainDataModule
+
+    lengths = []
+    for rank in (0, 1):
+        with detected_layout(data_parallel_env(2, rank, 1)):
+            data = PretrainDataModule(str(small_corpus), seq_len=32, num_workers=0)
+            data.setup("fit")
+            lengths.append([len(loader.dataset) for loader in data.val_dataloader()])
+    data = PretrainDataModule(str(small_corpus), seq_len=32, num_workers=0)
+    data.setup("fit")
+    assert lengths[0] == lengths[1] == [len(loader.dataset) for loader in data.val_dataloader()]
