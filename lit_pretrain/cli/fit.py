@@ -106,19 +106,28 @@ class PretrainCLI(LightningCLI):
             print(f"   {describe_logger(logger)}")
         if trainer.default_root_dir:
             print(f"   report: lit-pretrain report {trainer.default_root_dir}")
-            write_run_result(trainer, metrics)
+        root = self.config[self.subcommand].trainer.default_root_dir
+        if root and "://" not in str(root):  # a run directory that was asked for (not the cwd), on disk
+            write_run_result(trainer, metrics, Path(root))
 
 
-def write_run_result(trainer: L.Trainer, metrics: dict[str, float]) -> Path:
-    """`result.json` in the run directory: how the run ended and its last losses (read by `sweep`).
+def write_run_result(trainer: L.Trainer, metrics: dict[str, float], run_dir: Path) -> Path:
+    """`result.json` in `run_dir`: how the run ended and its last losses (read by `sweep` and `compare`).
 
-    "finished" means the run reached its planned end; "interrupted" that a signal (preemption, Ctrl-C)
-    stopped it, so `--ckpt_path last` should continue it. Written atomically: a sweep never reads half a file.
+    "finished" means the run reached its planned end (max_steps, max_tokens or max_epochs); "stopped" that something
+    else ended it (a signal on any rank, max_time), so `--ckpt_path last` should continue it. Written
+    atomically: a sweep never reads half a file.
     """
-    preempted = any(isinstance(c, Preemption) and c.received is not None for c in trainer.callbacks)
     model = trainer.lightning_module
+    max_tokens = model.hparams.get("max_tokens")
+    max_epochs = trainer.max_epochs
+    reached_end = (
+        (trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps)
+        or bool(max_tokens and model.tokens_seen >= max_tokens)
+        or bool(max_epochs and max_epochs > 0 and trainer.current_epoch >= max_epochs)
+    )
     result = {
-        "status": "interrupted" if preempted or trainer.interrupted else "finished",
+        "status": "finished" if reached_end and not trainer.interrupted else "stopped",
         "global_step": trainer.global_step,
         "tokens_seen": int(model.tokens_seen),
         "parameters": int(num_parameters(model.config)),
@@ -129,7 +138,7 @@ def write_run_result(trainer: L.Trainer, metrics: dict[str, float]) -> Path:
         **{name: value for name, value in metrics.items() if name in ("train/loss", "val/loss", "val/ppl")},
         "ended_at": time.time(),
     }
-    path = Path(trainer.default_root_dir) / RESULT_FILE
+    path = run_dir / RESULT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(result, indent=2) + "\n")

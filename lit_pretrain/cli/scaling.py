@@ -96,7 +96,7 @@ def main(argv: list[str]) -> None:
         "--count", type=str, default="total", choices=list(PARAMETER_COUNTS), help="N of runs"
     )
     parser.add_argument(
-        "--holdout", type=list[str], default=[], help="runs left out of the fit and predicted"
+        "--holdout", type=str, nargs="+", default=[], help="runs left out of the fit and predicted"
     )
     parser.add_argument("--plot", type=str | None, default=None, help="the PNG (default: RUNS/scaling.png)")
     parser.add_argument("--output", type=str | None, default=None, help="write the fit as JSON")

@@ -10,6 +10,8 @@ lit_pretrain/experiments/sweep.py.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shlex
 import subprocess
@@ -28,6 +30,7 @@ from lit_pretrain.experiments.report import format_count, format_duration
 from lit_pretrain.experiments.sweep import (
     CONFIG_FILE,
     LOG_FILE,
+    RUN_FILE,
     PlannedRun,
     SweepSpec,
     apply_overrides,
@@ -50,47 +53,71 @@ LOG_TAIL_LINES = 15
 def resolved_config(spec: SweepSpec, run: PlannedRun) -> dict[str, Any]:
     """The whole `fit` configuration of `run`: the base files, then the overrides, then its directory."""
     base_args = [arg for path in spec.base for arg in ("--config", path)]
-    base = parse(base_args).config.as_dict()
+    base = _parse(base_args, f"{spec.path}: the base config(s) {', '.join(spec.base)}").config.as_dict()
     for key in ESTIMATE_ONLY:
         base.pop(key, None)
     config = apply_overrides(json.loads(json.dumps(base, default=str)), run.overrides)
     config["trainer"]["default_root_dir"] = str(run.directory)
-    if run.flops_budget is not None:
-        model = config["model"]
-        params = num_parameters(
-            resolve_model_config(model["model_name"], model.get("model_overrides"), model.get("init_from"))
-        )
-        config["model"]["max_tokens"] = round(run.flops_budget / (6 * params))
     config["checkpoint"]["dirpath"] = None  # <run dir>/checkpoints, filled by `fit`
+    model = config["model"]
+    try:
+        # Parsing does not build the model: a bad model setting (a misspelt field, n_embd not divisible by
+        # n_head) would otherwise fail only once its run starts.
+        model_config = resolve_model_config(
+            model["model_name"], model.get("model_overrides"), model.get("init_from")
+        )
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{spec.path}: run {run.name}: the model settings are not valid: {err}") from err
+    if run.flops_budget is not None:
+        # N is every parameter (Hoffmann et al.'s count), as `scaling fit` counts it by default.
+        model["max_tokens"] = round(run.flops_budget / (6 * num_parameters(model_config)))
     return config
 
 
+def _parse(args: list[str], what: str) -> Any:
+    """`fit`'s parser on `args`; a bad key or value raises ValueError with jsonargparse's own message."""
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            return parse(args)
+    except SystemExit as err:
+        lines = [
+            line
+            for line in errors.getvalue().splitlines()
+            if line.strip() and not line.startswith(("usage:", " "))
+        ]
+        message = "\n".join(lines) or errors.getvalue().strip() or f"exit status {err.code}"
+        raise ValueError(f"{what} is not a valid `fit` configuration:\n{message}") from None
+
+
 def prepare_run(spec: SweepSpec, run: PlannedRun) -> tuple[Path, str | None]:
-    """Write `run`'s config.yaml (checked by `fit`'s parser); return its path and, if a previous
-    config.yaml of this run differs, a message saying so."""
+    """`run`'s config.yaml (checked by `fit`'s parser), written unless the run has one from these same
+    settings; its path, and a message when the run was started with other settings."""
     config = resolved_config(spec, run)
     text = yaml.safe_dump(config, sort_keys=False)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
         handle.write(text)
     try:
-        parse(["--config", handle.name])  # a bad key or value fails here, before anything runs
-    except (ValueError, SystemExit) as err:
-        raise ValueError(
-            f"{spec.path}: run {run.name} ({run.varied}) is not a valid `fit` configuration: {err}"
-        ) from err
+        _parse(["--config", handle.name], f"{spec.path}: run {run.name} ({run.varied})")
     finally:
         Path(handle.name).unlink()
-    path = run.directory / CONFIG_FILE
-    changed = None
-    if path.is_file() and yaml.safe_load(path.read_text()) != config:
-        changed = (
-            f"{path} differs from what {spec.path} now says: the run was started with other settings "
-            f"(delete {run.directory} to run it again with the new ones)"
-        )
-    else:
-        run.directory.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return path, changed
+    path, record = run.directory / CONFIG_FILE, run.directory / RUN_FILE
+    settings = {"base": list(spec.base), "overrides": run.overrides, "flops_budget": run.flops_budget}
+    settings = json.loads(json.dumps(settings))
+    if path.is_file():
+        # Settings, not the resolved file, are compared: a new option's default must not make every
+        # existing run look changed. An unchanged run keeps its config.yaml exactly as it started.
+        before = json.loads(record.read_text()) if record.is_file() else None
+        if before != settings:
+            return path, (
+                f"{run.directory} was started with other settings than {spec.path} now gives it "
+                f"(before: {before}, now: {settings}); delete the directory to run it again with the new ones"
+            )
+        return path, None
+    run.directory.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    record.write_text(json.dumps(settings, indent=2) + "\n")
+    return path, None
 
 
 def fit_command(config_path: Path) -> list[str]:
@@ -116,11 +143,20 @@ def execute(run: PlannedRun, config_path: Path, prefix: str) -> int:
             fit_command(config_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
         ) as process,
     ):
-        for line in process.stdout:
-            log.write(line)
-            log.flush()
-            if line.startswith("[progress]") or "Error" in line:
-                print(f"{prefix} {line.rstrip()}", flush=True)
+        try:
+            for line in process.stdout:
+                log.write(line)
+                log.flush()
+                if line.startswith("[progress]") or "Error" in line:
+                    print(f"{prefix} {line.rstrip()}", flush=True)
+        except KeyboardInterrupt:
+            # The run got the Ctrl-C too and is saving a checkpoint: keep its output flowing (a closed pipe
+            # would break its save) until it exits, then stop the sweep.
+            print(f"{prefix} interrupted: waiting for the run to save a checkpoint", flush=True)
+            for line in process.stdout:
+                log.write(line)
+            process.wait()
+            raise
         return process.wait()
 
 
@@ -207,14 +243,15 @@ def run_all(
     durations: dict[str, float] = {}
     for index, (run, config_path) in enumerate(zip(runs, config_paths, strict=True), start=1):
         prefix = f"[{index}/{len(runs)} {run.name}]"
-        if run.name in problems:
-            outcomes[run.name] = "failed"
-            print(f"{prefix} not run: {problems[run.name]}", flush=True)
-            continue
         status = run_status(run.directory)
         if status == "finished":
             outcomes[run.name] = "skipped (finished)"
-            print(f"{prefix} finished before: skipped", flush=True)
+            note = f" (note: {problems.pop(run.name)})" if run.name in problems else ""
+            print(f"{prefix} finished before: skipped{note}", flush=True)
+            continue
+        if run.name in problems:
+            outcomes[run.name] = "failed"
+            print(f"{prefix} not run: {problems[run.name]}", flush=True)
             continue
         verb = "continuing" if status == "unfinished" else "starting"
         print(f"{prefix} {verb} in {run.directory}", flush=True)
@@ -282,7 +319,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument(
         "--emit", type=str | None, default=None, choices=["slurm", None], help="write a job script"
     )
-    parser.add_argument("--only", type=list[str] | None, default=None, help="run only these runs (by name)")
+    parser.add_argument("--only", type=str, nargs="+", default=None, help="run only these runs (by name)")
     parser.add_argument(
         "--output_dir", type=str | None, default=None, help="instead of the file's output_dir"
     )

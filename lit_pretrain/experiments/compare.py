@@ -32,7 +32,13 @@ from lit_pretrain.experiments.report import (
     summarize,
     tokens_at,
 )
-from lit_pretrain.experiments.sweep import CONFIG_FILE, MANIFEST_FILE, read_result, sweep_run_dirs
+from lit_pretrain.experiments.sweep import (
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    RESULT_FILE,
+    read_result,
+    sweep_run_dirs,
+)
 from lit_pretrain.model import num_parameters, training_flops_per_token
 from lit_pretrain.training.module import resolve_model_config
 
@@ -65,7 +71,7 @@ class RunRecord:
 
 def is_run_dir(path: Path) -> bool:
     """Whether `path` looks like a training run's directory (logs or a result of `fit`)."""
-    return (path / "tensorboard").is_dir() or (path / "result.json").is_file()
+    return (path / "tensorboard").is_dir() or (path / RESULT_FILE).is_file()
 
 
 def find_runs(paths: Sequence[str | Path]) -> list[Path]:
@@ -92,7 +98,10 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def _config_of(run_dir: Path) -> dict[str, Any] | None:
-    candidates = [run_dir / CONFIG_FILE, *sorted(run_dir.glob(f"tensorboard/version_*/{CONFIG_FILE}"))]
+    versions = sorted(
+        run_dir.glob(f"tensorboard/version_*/{CONFIG_FILE}"), key=lambda p: int(p.parent.name.split("_")[-1])
+    )
+    candidates = [run_dir / CONFIG_FILE, *versions]
     for path in candidates:
         if path.is_file():
             config = yaml.safe_load(path.read_text())
@@ -153,15 +162,13 @@ def _cell(value: float | None, fmt: str) -> str:
 
 def format_table(records: Sequence[RunRecord]) -> str:
     """A Markdown table: parameters, tokens, FLOPs, final train and val loss, bits per byte, tokens/s, MFU."""
-    header = (
-        "| run | params | tokens | FLOPs | train loss | val loss | best val | bits/byte | tokens/s | MFU |"
-    )
+    header = "| run | status | params | tokens | FLOPs | train loss | val loss | best val | bits/byte | tokens/s | MFU |"
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for r in records:
         s = r.summary
         mfu = None if s.mean_mfu is None else 100 * s.mean_mfu
         lines.append(
-            f"| {r.name} | {_cell(r.parameters, 'count')} | {_cell(s.tokens, 'count')} | "
+            f"| {r.name} | {r.status or '-'} | {_cell(r.parameters, 'count')} | {_cell(s.tokens, 'count')} | "
             f"{_cell(r.flops, '.3g')} | {_cell(s.final_train_loss, '.4f')} | {_cell(s.final_val_loss, '.4f')} | "
             f"{_cell(s.best_val_loss, '.4f')} | {_cell(r.bits_per_byte, '.4f')} | "
             f"{_cell(s.mean_tokens_per_sec, 'count')} | {_cell(mfu, '.1f')}{'%' if mfu is not None else ''} |"

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lit_pretrain.experiments.sweep import RESULT_FILE, RUN_FILE, read_result
+
 # The paper's grid of initialisations (alpha, beta in {0, 0.5, ..., 2}, e in {-1, -0.5, ..., 1.5},
 # a, b in {0, 5, ..., 25}); a coarser one keeps a fit under a second on a CPU.
 GRID = {
@@ -175,6 +177,7 @@ class RunPoint:
     params: float
     tokens: float
     loss: float
+    budget: float | None = None  # the FLOPs budget the sweep planned the run for, if it was one
 
     @property
     def flops(self) -> float:
@@ -197,31 +200,39 @@ def points_from_runs(run_dirs: list[Path], count: str = "total") -> tuple[list[R
     """The finished runs' (parameters, tokens seen, final val loss), and a line per run left out and why.
 
     Read from each run's `result.json` (written by `fit`): `count` "non_embedding" uses the parameters
-    without the embedding table (Kaplan et al.), "total" all of them (Hoffmann et al.).
+    without the embedding table (Kaplan et al.), "total" all of them (Hoffmann et al.). A run of a sweep with
+    `flops_budgets` carries its planned budget, which groups the IsoFLOP profiles.
     """
-    import json
-
     if count not in PARAMETER_COUNTS:
         raise ValueError(f"parameter count must be one of {PARAMETER_COUNTS}, got {count!r}")
     points, skipped = [], []
     for run_dir in run_dirs:
-        path = run_dir / "result.json"
-        result = json.loads(path.read_text()) if path.is_file() else {}
+        result = read_result(run_dir) or {}
         params = result.get("parameters" if count == "total" else "parameters_without_embedding")
         if result.get("status") != "finished":
-            skipped.append(f"{run_dir.name}: not finished ({path} says {result.get('status', 'nothing')})")
+            status = result.get("status", "no readable result.json")
+            skipped.append(f"{run_dir.name}: not finished ({status})")
         elif result.get("val/loss") is None or not params:
-            skipped.append(f"{run_dir.name}: {path} has no val/loss or parameter count (validate at the end)")
+            skipped.append(f"{run_dir.name}: its {RESULT_FILE} has no val/loss or parameter count")
         else:
             points.append(
-                RunPoint(run_dir.name, float(params), float(result["tokens_seen"]), result["val/loss"])
+                RunPoint(
+                    run_dir.name,
+                    float(params),
+                    float(result["tokens_seen"]),
+                    float(result["val/loss"]),
+                    planned_budget(run_dir),
+                )
             )
     return points, skipped
 
 
 def isoflop_groups(points: list[RunPoint], tolerance: float = ISOFLOP_TOLERANCE) -> list[list[RunPoint]]:
-    """The points grouped by budget: sorted by FLOPs, a new group wherever the next is `tolerance` x larger
-    than the group's first."""
+    """The points grouped by budget: by the planned budget where every point has one, otherwise sorted by
+    6 N D, a new group wherever the next is `tolerance` x larger than the group's first."""
+    if points and all(p.budget is not None for p in points):
+        budgets = sorted({p.budget for p in points})
+        return [[p for p in points if p.budget == budget] for budget in budgets]
     groups: list[list[RunPoint]] = []
     for point in sorted(points, key=lambda p: p.flops):
         if groups and point.flops <= groups[-1][0].flops * tolerance:
@@ -233,30 +244,48 @@ def isoflop_groups(points: list[RunPoint], tolerance: float = ISOFLOP_TOLERANCE)
 
 def isoflop_minima(points: list[RunPoint]) -> list[IsoFlopMinimum]:
     """Per budget with at least three model sizes: the loss-minimising size from a parabola in log N
-    (Hoffmann et al.'s approach 2). Profiles whose parabola opens downwards have no minimum and are left out."""
+    (Hoffmann et al.'s approach 2), through the best run of each size (a sweep that also varies, say, the
+    learning rate has several). Profiles whose parabola opens downwards, or whose vertex lies outside the
+    sizes run, have no minimum there and are left out."""
     minima = []
     for group in isoflop_groups(points):
-        sizes = {p.params for p in group}
-        if len(sizes) < 3:
+        best: dict[float, RunPoint] = {}
+        for point in group:
+            if point.params not in best or point.loss < best[point.params].loss:
+                best[point.params] = point
+        if len(best) < 3:
             continue
-        log_n = np.log([p.params for p in group])
-        losses = np.array([p.loss for p in group])
-        curvature, slope, _ = np.polyfit(log_n, losses, 2)
+        log_n = np.log(list(best))
+        losses = np.array([p.loss for p in best.values()])
+        curvature, slope, intercept = np.polyfit(log_n, losses, 2)
         if curvature <= 0:
             continue
-        flops = float(np.exp(np.mean(np.log([p.flops for p in group]))))
         best_log_n = -slope / (2 * curvature)
+        if not log_n.min() <= best_log_n <= log_n.max():
+            continue
+        flops = float(np.exp(np.mean(np.log([p.flops for p in best.values()]))))
         params = float(np.exp(best_log_n))
         minima.append(
             IsoFlopMinimum(
                 flops=flops,
                 optimal_params=params,
                 optimal_tokens=flops / (6 * params),
-                loss=float(np.polyval([curvature, slope, _], best_log_n)),
+                loss=float(np.polyval([curvature, slope, intercept], best_log_n)),
                 runs=len(group),
             )
         )
     return minima
+
+
+def planned_budget(run_dir: Path) -> float | None:
+    """The FLOPs budget a sweep gave the run in `run_dir` (its `sweep_run.json`), or None."""
+    import json
+
+    record = run_dir / RUN_FILE
+    if not record.is_file():
+        return None
+    budget = json.loads(record.read_text()).get("flops_budget")
+    return None if budget is None else float(budget)
 
 
 def power_law(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -26,6 +26,7 @@ is finished. Nothing here starts a process: the CLI does.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import re
@@ -37,7 +38,10 @@ from typing import Any
 import yaml
 
 SWEEP_KEYS = ("name", "output_dir", "base", "fixed", "grid", "runs", "flops_budgets", "slurm")
+# Each run's directory is the sweep's to choose.
+SWEEP_OWNED_KEYS = ("trainer.default_root_dir", "checkpoint.dirpath")
 RESULT_FILE = "result.json"
+RUN_FILE = "sweep_run.json"  # in each run's directory: the settings the sweep gave it
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "train.log"
 MANIFEST_FILE = "sweep.json"  # in the sweep's output_dir: the runs and their overrides, for compare/scaling
@@ -112,8 +116,19 @@ def read_sweep(path: str | Path) -> SweepSpec:
         raise ValueError(
             f"{path}: 'flops_budgets' must be a list of positive numbers (write 1.0e+15, not 1e15)"
         )
-    if budgets and "model.max_tokens" in {*grid, *(key for entry in runs for key in entry)}:
-        raise ValueError(f"{path}: 'flops_budgets' sets model.max_tokens; do not vary it as well")
+    fixed = _mapping(raw.get("fixed"), "fixed", path)
+    varied_keys = {*grid, *(key for entry in runs for key in entry if key != "name")}
+    if budgets and "model.max_tokens" in {*varied_keys, *fixed}:
+        raise ValueError(f"{path}: 'flops_budgets' sets model.max_tokens; do not set it as well")
+    both = sorted(set(fixed) & varied_keys)
+    if both:
+        raise ValueError(f"{path}: key(s) {', '.join(both)} are both fixed and varied: which value is meant?")
+    owned = sorted(key for key in {*fixed, *varied_keys} if key in SWEEP_OWNED_KEYS)
+    if owned:
+        raise ValueError(
+            f"{path}: {', '.join(owned)} cannot be set: the sweep puts each run in OUTPUT_DIR/<run name> "
+            "(set output_dir instead)"
+        )
     name = str(raw.get("name") or path.stem)
     output_dir = Path(raw.get("output_dir") or Path("out") / "sweeps" / name)
     return SweepSpec(
@@ -121,7 +136,7 @@ def read_sweep(path: str | Path) -> SweepSpec:
         name=name,
         output_dir=output_dir,
         base=tuple(base),
-        fixed=_mapping(raw.get("fixed"), "fixed", path),
+        fixed=fixed,
         grid=grid,
         runs=tuple(runs),
         flops_budgets=tuple(float(b) for b in budgets),
@@ -203,8 +218,10 @@ def expand(spec: SweepSpec) -> list[PlannedRun]:
 def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
     """Set `config[a][b][c] = value` for key "a.b.c"; a missing or None dict on the way becomes {}.
 
-    A missing first-level section is an error naming the key (a typo such as `modle.learning_rate`);
-    deeper keys are checked when the resulting configuration is parsed.
+    A mapping set where a mapping is merges into it, key by key (so `fixed: {model.model_overrides.qk_norm:
+    true}` survives a run's `model.model_overrides: {n_layer: 2}`). A missing first-level section is an
+    error naming the key (a typo such as `modle.learning_rate`); deeper keys are checked when the resulting
+    configuration is parsed.
     """
     parts = key.split(".")
     if parts[0] not in config:
@@ -219,7 +236,16 @@ def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
         if not isinstance(child, dict):
             raise ValueError(f"{key!r}: {part!r} holds {child!r}, not a mapping")
         node = child
-    node[parts[-1]] = value
+    _merge(node, parts[-1], value)
+
+
+def _merge(node: dict[str, Any], key: str, value: Any) -> None:
+    current = node.get(key)
+    if isinstance(value, Mapping) and isinstance(current, dict):
+        for inner_key, inner_value in value.items():
+            _merge(current, str(inner_key), inner_value)
+    else:
+        node[key] = copy.deepcopy(value)  # a copy: later merges must not reach into the sweep file's values
 
 
 def apply_overrides(config: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

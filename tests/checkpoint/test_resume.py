@@ -6,6 +6,7 @@ and optimizer moments from the checkpoints. The model has dropout on, so the RNG
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import time
@@ -100,9 +101,11 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(corpus: Path, straight_run
     )
     saved = load(tmp_path / "checkpoints" / "last.ckpt")
     assert 2 <= saved["global_step"] < 200
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "stopped"  # sweeps continue it
     step = saved["global_step"]
     run_fit(resume_args(corpus, tmp_path, "--trainer.max_steps", str(step + 2), "--ckpt_path", "last"))
     assert sorted(step_losses(tmp_path)[1]) == [step, step + 1], "the resumed run continues at the saved step"
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "finished"
 
 
 @pytest.mark.slow
@@ -196,6 +199,7 @@ def test_preempted_epoch_based_run_resumes_exactly(corpus: Path, tmp_path: Path,
     run_fit(resume_args(corpus, preempted, *epoch_run, "--ckpt_path", "last"))
     resumed = step_losses(preempted)[1]
     assert resumed == {s: v for s, v in expected.items() if s >= stopped_at}
+    assert json.loads((preempted / "result.json").read_text())["status"] == "finished"  # its epoch is done
     final = len(expected)
     assert_same_training_state(load(checkpoint(straight, final)), load(checkpoint(preempted, final)))
 

@@ -99,10 +99,11 @@ def test_running_a_finished_sweep_again_skips_every_run(isoflop_sweep):
 
 def test_dry_run_lists_runs_with_parameters_flops_and_time(isoflop_sweep):
     out, _ = isoflop_sweep
-    completed = sweep(str(out.parent / "isoflop.yaml"), "--dry-run", "--gpu", "a100-sxm")
+    only = ("--only", "n_embd-32_C-2.5e8", "n_embd-48_C-5e8")
+    completed = sweep(str(out.parent / "isoflop.yaml"), "--dry-run", "--gpu", "a100-sxm", *only)
     assert completed.returncode == 0, completed.stderr[-2000:]
     lines = [line for line in completed.stdout.splitlines() if line.startswith("n_embd-")]
-    assert len(lines) == 6
+    assert [line.split()[0] for line in lines] == ["n_embd-32_C-2.5e8", "n_embd-48_C-5e8"]
     assert all(" finished " in line for line in lines)
     assert "FLOPs" in completed.stdout and "a100-sxm" in completed.stdout
     assert "e+08" in lines[0]  # FLOPs of the 2.5e8 budget
@@ -115,7 +116,8 @@ def test_compare_writes_a_table_json_and_an_overlaid_plot(isoflop_sweep, tmp_pat
     main(["compare", str(out), "--output_dir", str(tmp_path)])
     table = (tmp_path / "compare.md").read_text()
     assert table.count("| n_embd-") == 6
-    assert "| params | tokens | FLOPs | train loss | val loss |" in table
+    assert "| status | params | tokens | FLOPs | train loss | val loss |" in table
+    assert table.count("| finished |") == 6
     rows = json.loads((tmp_path / "compare.json").read_text())
     for row in rows:
         result = json.loads((Path(row["directory"]) / "result.json").read_text())
@@ -156,7 +158,7 @@ def test_scaling_fit_reads_a_sweep_directory(isoflop_sweep, tmp_path, capsys):
             "fit",
             str(out),
             *("--grid", "small", "--bootstrap", "5", "--budget", "1e9"),
-            *("--holdout", "[n_embd-64_C-5e8]", "--output", str(output), "--plot", str(plot)),
+            *("--holdout", "n_embd-64_C-5e8", "--output", str(output), "--plot", str(plot)),
         ]
     )
     printed = capsys.readouterr().out
@@ -173,8 +175,8 @@ def test_a_failing_run_is_reported_and_the_others_run_and_resume(small_corpus, t
         "output_dir": str(tmp_path / "out"),
         "base": [TINY_CONFIG],
         "fixed": {**_fixed(small_corpus), "trainer.max_steps": 4, "trainer.val_check_interval": 4},
-        # seq_len 128 exceeds the test model's block_size (64): that run fails in setup, after parsing.
-        "runs": [{"name": "broken", "data.seq_len": 128}, {"name": "good"}],
+        # A block_size of 16 is shorter than seq_len (32): that run fails in setup, after parsing.
+        "runs": [{"name": "broken", "model.model_overrides.block_size": 16}, {"name": "good"}],
     }
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -201,7 +203,9 @@ def test_a_failing_run_is_reported_and_the_others_run_and_resume(small_corpus, t
 
 
 @pytest.mark.slow
-def test_a_changed_setting_is_refused_for_a_run_that_exists(small_corpus, tmp_path):
+def test_a_changed_setting_is_refused_for_an_unfinished_run_and_noted_for_a_finished_one(
+    small_corpus, tmp_path
+):
     spec = {
         "output_dir": str(tmp_path / "out"),
         "base": [TINY_CONFIG],
@@ -210,11 +214,17 @@ def test_a_changed_setting_is_refused_for_a_run_that_exists(small_corpus, tmp_pa
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(spec))
     assert sweep(str(path)).returncode == 0
+    config = (tmp_path / "out" / "run" / "config.yaml").read_text()
     spec["fixed"]["model.learning_rate"] = 0.1
     path.write_text(yaml.safe_dump(spec))
-    completed = sweep(str(path))
-    assert completed.returncode == 1
-    assert "differs from what" in completed.stdout and "delete" in completed.stdout
+    finished = sweep(str(path))
+    assert finished.returncode == 0
+    assert "finished before: skipped (note:" in finished.stdout and "other settings" in finished.stdout
+    (tmp_path / "out" / "run" / "result.json").unlink()
+    unfinished = sweep(str(path))
+    assert unfinished.returncode == 1
+    assert "not run:" in unfinished.stdout and "delete the directory" in unfinished.stdout
+    assert (tmp_path / "out" / "run" / "config.yaml").read_text() == config  # left as the run started
 
 
 def test_an_invalid_setting_is_refused_before_anything_runs(small_corpus, tmp_path):

@@ -161,7 +161,7 @@ def test_points_group_into_profiles_by_budget_and_profiles_without_a_minimum_are
 def test_the_fit_recovers_the_law_within_the_noise_of_an_isoflop_design():
     points = _isoflop_points((1e18, 1e19, 1e20, 1e21), noise=0.005)
     params, tokens, losses = (
-        np.array(column) for column in zip(*[(p.params, p.tokens, p.loss) for p in points])
+        np.array(column) for column in zip(*[(p.params, p.tokens, p.loss) for p in points], strict=True)
     )
     fit = fit_scaling_law(params, tokens, losses, grid=SMALL_GRID)
     big = CHINCHILLA.compute_optimal(1e23)
@@ -169,3 +169,25 @@ def test_the_fit_recovers_the_law_within_the_noise_of_an_isoflop_design():
     assert fit.loss(big["optimal_params"], big["optimal_tokens"]) == pytest.approx(
         big["predicted_loss"], rel=0.01
     )
+
+
+def test_isoflop_profiles_take_the_best_run_of_each_size_and_group_by_the_planned_budget():
+    points = _isoflop_points((1e19, 1e20))
+    # A worse run of every size (another learning rate, say), and budgets that 6 N D alone would split.
+    worse = [RunPoint(p.name + "-lr", p.params, p.tokens, p.loss + 0.5, p.budget) for p in points]
+    planned = [
+        RunPoint(p.name, p.params, p.tokens * (1.3 if i % 2 else 1.0), p.loss, budget)
+        for i, (p, budget) in enumerate(
+            (p, 1e19 if p.name.startswith("1e+19") else 1e20) for p in points + worse
+        )
+    ]
+    assert [len(group) for group in isoflop_groups(planned)] == [14, 14]
+    minima = isoflop_minima(planned)
+    assert [m.runs for m in minima] == [14, 14]
+    assert minima[0].optimal_params == pytest.approx(isoflop_minima(points)[0].optimal_params, rel=0.2)
+
+
+def test_a_profile_whose_minimum_lies_beyond_the_sizes_run_has_none():
+    # Convex but still falling at the largest size: the vertex is an extrapolation, not a measurement.
+    falling = [RunPoint(f"p{i}", 1e6 * 2**i, 1e9 / 2**i, 5.0 - 0.3 * i + 0.01 * i * i) for i in range(4)]
+    assert isoflop_minima(falling) == []

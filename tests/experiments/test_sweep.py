@@ -154,3 +154,39 @@ def test_run_status_reads_the_result_fit_writes(tmp_path):
     assert run_status(tmp_path) == "finished"
     (tmp_path / "result.json").write_text("{half a fi")
     assert run_status(tmp_path) == "unfinished"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "base: [a.yaml]\nfixed: {model.learning_rate: 1.0}\ngrid: {model.learning_rate: [2.0]}\n",
+            "model.learning_rate are both fixed and varied",
+        ),
+        ("base: [a.yaml]\nfixed: {checkpoint.dirpath: /scratch}\n", "checkpoint.dirpath cannot be set"),
+        ("base: [a.yaml]\nruns: [{trainer.default_root_dir: x}]\n", "default_root_dir cannot be set"),
+        ("base: [a.yaml]\nfixed: {model.max_tokens: 5}\nflops_budgets: [1.0e+15]\n", "sets model.max_tokens"),
+    ],
+)
+def test_settings_the_sweep_owns_or_gets_twice_are_refused(tmp_path, text, message):
+    with pytest.raises(ValueError, match=message):
+        read_sweep(_sweep(tmp_path, text))
+
+
+def test_a_fixed_key_inside_a_dict_survives_a_run_that_sets_the_dict(tmp_path):
+    path = _sweep(
+        tmp_path,
+        """
+base: [a.yaml]
+fixed: {model.model_overrides.qk_norm: true}
+runs:
+  - {name: a, model.model_overrides: {n_layer: 2}}
+  - {name: b, model.model_overrides: {n_layer: 4}}
+""",
+    )
+    base = {"model": {"model_overrides": {"vocab_size": 512}}}
+    configs = [apply_overrides(base, run.overrides) for run in expand(read_sweep(path))]
+    assert [c["model"]["model_overrides"] for c in configs] == [
+        {"vocab_size": 512, "qk_norm": True, "n_layer": 2},
+        {"vocab_size": 512, "qk_norm": True, "n_layer": 4},
+    ]
