@@ -59,14 +59,15 @@ class RunRecord:
     flops_per_token: int | None
     summary: Summary
     bits_per_byte: float | None  # the last in-loop evaluation's, when one ran
-    status: str | None  # result.json's: finished, interrupted; None when fit did not write one
+    status: str | None  # result.json's: finished, stopped; None when fit did not write one
+    tokens: int | None  # seen in training: result.json's count, else the last logged one
 
     @property
     def flops(self) -> float | None:
         """Training FLOPs of the tokens seen."""
-        if self.flops_per_token is None or self.summary.tokens is None:
+        if self.flops_per_token is None or self.tokens is None:
             return None
-        return float(self.flops_per_token) * self.summary.tokens
+        return float(self.flops_per_token) * self.tokens
 
 
 def is_run_dir(path: Path) -> bool:
@@ -140,6 +141,7 @@ def read_run(run_dir: Path, name: str | None = None) -> tuple[RunRecord, Scalars
     scalars = read_scalars(run_dir)
     parameters, without_embedding, flops_per_token = model_size(run_dir)
     bpb_tags = sorted(tag for tag in scalars if tag.endswith(BITS_PER_BYTE_SUFFIX))
+    summary = summarize(scalars)
     result = read_result(run_dir)
     record = RunRecord(
         name=name or run_dir.name,
@@ -147,9 +149,10 @@ def read_run(run_dir: Path, name: str | None = None) -> tuple[RunRecord, Scalars
         parameters=parameters,
         parameters_without_embedding=without_embedding,
         flops_per_token=flops_per_token,
-        summary=summarize(scalars),
+        summary=summary,
         bits_per_byte=scalars[bpb_tags[0]][-1].value if bpb_tags else None,
         status=None if result is None else result.get("status"),
+        tokens=(result or {}).get("tokens_seen", summary.tokens),
     )
     return record, scalars
 
@@ -168,7 +171,7 @@ def format_table(records: Sequence[RunRecord]) -> str:
         s = r.summary
         mfu = None if s.mean_mfu is None else 100 * s.mean_mfu
         lines.append(
-            f"| {r.name} | {r.status or '-'} | {_cell(r.parameters, 'count')} | {_cell(s.tokens, 'count')} | "
+            f"| {r.name} | {r.status or '-'} | {_cell(r.parameters, 'count')} | {_cell(r.tokens, 'count')} | "
             f"{_cell(r.flops, '.3g')} | {_cell(s.final_train_loss, '.4f')} | {_cell(s.final_val_loss, '.4f')} | "
             f"{_cell(s.best_val_loss, '.4f')} | {_cell(r.bits_per_byte, '.4f')} | "
             f"{_cell(s.mean_tokens_per_sec, 'count')} | {_cell(mfu, '.1f')}{'%' if mfu is not None else ''} |"
@@ -187,6 +190,10 @@ def draw_comparison(runs: Sequence[tuple[RunRecord, Scalars]], path: Path) -> Pa
         FigureCanvasAgg(fig)
         axes = fig.subplots(2, 3, sharey="row")
         x_axes = (("step", None), ("tokens seen", "tokens"), ("training FLOPs", "flops"))
+        # Ten runs or fewer: the default cycle; more: twenty distinct colours rather than repeats.
+        colors = (
+            [f"C{i}" for i in range(10)] if len(runs) <= 10 else list(matplotlib.colormaps["tab20"].colors)
+        )
         for row, (tag, title) in enumerate(((TRAIN_LOSS, "train loss"), (VAL_LOSS, "validation loss"))):
             values_in_row: list[float] = []
             for column, (xlabel, kind) in enumerate(x_axes):
@@ -203,7 +210,14 @@ def draw_comparison(runs: Sequence[tuple[RunRecord, Scalars]], path: Path) -> Pa
                     if x is None:
                         continue
                     marker = "o" if tag == VAL_LOSS else None
-                    ax.plot(x, values, color=f"C{index % 10}", marker=marker, markersize=3, label=record.name)
+                    ax.plot(
+                        x,
+                        values,
+                        color=colors[index % len(colors)],
+                        marker=marker,
+                        markersize=3,
+                        label=record.name,
+                    )
                     values_in_row += list(values)
                 _style(ax, xlabel, title if column == 0 else "", f"{title} by {xlabel}")
                 if kind == "flops":
@@ -250,10 +264,10 @@ def write_comparison(paths: Sequence[str | Path], output_dir: str | Path) -> tup
     )
     data = [
         {
+            **asdict(record.summary),  # first: the record's own tokens (result.json's exact count) win
             **{k: v for k, v in asdict(record).items() if k not in ("summary", "directory")},
             "directory": str(record.directory),
             "flops": record.flops,
-            **asdict(record.summary),
         }
         for record, _ in runs
     ]
