@@ -153,6 +153,12 @@ class LogConfigCallback(SaveConfigCallback):
         """Every logger gets the whole configuration (model, data, trainer, callbacks), not only the model's."""
         config = self.config.as_dict()
         config.pop("config", None)  # the --config file paths, not settings
+        for key in ("optimizer", "lr_scheduler"):
+            # LightningCLI's own --optimizer/--lr_scheduler, unused here (LitPretrain configures its own):
+            # a logged `optimizer: None` would clash with the model's `optimizer` hyperparameter (MLflow
+            # refuses a parameter logged twice with two values).
+            if config.get(key) is None:
+                config.pop(key, None)
         for logger in trainer.loggers:
             if (
                 type(logger).__name__ == "MLFlowLogger"
