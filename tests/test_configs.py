@@ -32,6 +32,11 @@ def test_yaml_parses_with_print_config(path: Path, capsys):
     if path.parent.name == "prepare":
         printed = print_config(["prepare", "--config", str(path), "--output_dir", "unused"], capsys)
         assert printed["inputs"], "a prepare config names its inputs"
+    elif path.parent.name == "sweeps":
+        # A sweep file: every run's resolved `fit` configuration is built and checked by fit's parser.
+        main(["sweep", str(path), "--dry-run"])
+        listed = capsys.readouterr().out
+        assert "runs in" in listed and "total:" in listed
     else:
         printed = print_config(["fit", "--config", str(path)], capsys)
         assert printed["model"]["model_name"] in available_models()
@@ -86,6 +91,7 @@ GROUP_KEYS = {
     "callbacks": {"trainer", "perf", "loss_guard"},  # only trainer.callbacks, checked below
     "prepare": None,  # prepare's own options
     "experiment": None,  # an experiment says what one run changes, across groups
+    "sweeps": None,  # sweep files (lit-pretrain sweep), not fit configs
 }
 
 

@@ -34,13 +34,13 @@ class _LossAt(LitPretrain):
         super().on_train_batch_start(batch, batch_idx)
         self.weights_before_step[self.trainer.global_step] = self.model.wte.weight.detach().clone()
 
-    def _loss(self, batch):
-        loss = super()._loss(batch)
+    def _losses(self, batch, z_loss: float = 0.0):
+        loss, z_term = super()._losses(batch, z_loss)
         factor = self.bad_steps.get(self.trainer.global_step) if self.training else None
         loss = loss if factor is None else loss * factor
         if self.training:
             self.step_losses[self.trainer.global_step] = float(loss.detach())
-        return loss
+        return loss, z_term
 
 
 def _train(

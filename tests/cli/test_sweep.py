@@ -88,6 +88,7 @@ def test_every_run_has_its_directory_resolved_config_and_result(isoflop_sweep):
     assert "[1/6 n_embd-32_C-2.5e8] starting" in stdout
 
 
+@pytest.mark.slow
 def test_running_a_finished_sweep_again_skips_every_run(isoflop_sweep):
     out, _ = isoflop_sweep
     before = {path: path.stat().st_mtime for path in out.glob("*/result.json")}
@@ -170,6 +171,7 @@ def test_scaling_fit_reads_a_sweep_directory(isoflop_sweep, tmp_path, capsys):
     assert matplotlib.image.imread(plot).shape[1] > 1000
 
 
+@pytest.mark.slow
 def test_a_failing_run_is_reported_and_the_others_run_and_resume(small_corpus, tmp_path):
     spec = {
         "output_dir": str(tmp_path / "out"),
@@ -227,6 +229,7 @@ def test_a_changed_setting_is_refused_for_an_unfinished_run_and_noted_for_a_fini
     assert (tmp_path / "out" / "run" / "config.yaml").read_text() == config  # left as the run started
 
 
+@pytest.mark.slow
 def test_an_invalid_setting_is_refused_before_anything_runs(small_corpus, tmp_path):
     spec = {"output_dir": str(tmp_path / "out"), "base": [TINY_CONFIG], "fixed": {"trainer.max_stepz": 3}}
     path = tmp_path / "sweep.yaml"

@@ -37,6 +37,7 @@ def test_document_masking_reads_the_eos_id_from_the_data_and_changes_attention(
     assert overrides["document_positions"] is False
 
 
+@pytest.mark.slow
 def test_document_positions_without_the_mask_is_refused(docstrings: Path, tmp_path: Path):
     with pytest.raises(
         AssertionError, match="--model.document_positions .* needs --model.document_mask true"

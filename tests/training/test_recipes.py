@@ -43,6 +43,7 @@ def test_recipe_logs_its_schedule_batch_ramp_and_z_loss(straight: Path):
     assert all(5.5 < loss < 6.5 for _, loss in logged["train/loss"]), "the cross-entropy alone"
 
 
+@pytest.mark.slow
 def test_recipe_resumes_exactly_and_refuses_another_optimizer(
     small_corpus: Path, straight: Path, tmp_path: Path
 ):
@@ -84,6 +85,7 @@ def test_settings_are_validated_at_construction(setting: dict, message: str):
         LitPretrain(model_overrides=TEST_MODEL_OVERRIDES, **setting)
 
 
+@pytest.mark.slow
 def test_batch_size_warmup_with_one_row_micro_batches_is_refused(small_corpus: Path, tmp_path: Path):
     args = resume_args(small_corpus, tmp_path, "--model.batch_size_warmup_tokens", "100")
     with pytest.raises(AssertionError, match="batch_size_warmup_tokens trains on the first rows .* needs"):
