@@ -16,9 +16,10 @@ import torch
 from torch.distributed.tensor import DTensor, Replicate
 
 # torch's own Newton-Schulz iteration (Keller Jordan's quintic coefficients, in bfloat16) and its
-# per-shape learning-rate adjustment: private names, but the point is to run exactly torch's arithmetic.
-from torch.optim._muon import _adjust_lr, _zeropower_via_newtonschulz
-
+# per-shape learning-rate adjustment: private names (fenced in _compat), but the point is to run exactly
+# torch's arithmetic.
+from lit_pretrain._compat.torch_muon import adjust_lr as _adjust_lr
+from lit_pretrain._compat.torch_muon import zeropower_via_newtonschulz as _zeropower_via_newtonschulz
 from lit_pretrain.optim.adamw import AdamWConfig, adamw, lr_scheduler, parameter_groups
 
 OPTIMIZERS = ("adamw", "muon")
