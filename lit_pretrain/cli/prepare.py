@@ -86,6 +86,13 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="tokenizer threads (the Rust tokenizer encodes batches in parallel); default: all cores",
     )
+    parser.add_argument(
+        "--num_proc",
+        type=int,
+        default=1,
+        help="processes for cleaning, filters, dedup keys and tokenization (one tokenizer thread each); "
+        "the output is the same byte for byte for any number",
+    )
     parser.add_argument("--chunk_tokens", type=int, default=2**21, help="tokens per litdata chunk file")
     parser.add_argument(
         "--overwrite", type=bool, default=False, help="replace an existing output_dir (alone: true)"
@@ -187,6 +194,8 @@ def main(argv: list[str]) -> None:
             parser.error(f"--num_workers must be at least 1, got {args.num_workers}")
         # Read by the tokenizer's thread pool when it first starts, which is after this point.
         os.environ["RAYON_NUM_THREADS"] = str(args.num_workers)
+    if args.num_proc < 1:
+        parser.error(f"--num_proc must be at least 1, got {args.num_proc}")
     # The dataclass options are namespaces until instantiated; invalid values raise ValueError here.
     args = parser.instantiate(args) if hasattr(parser, "instantiate") else parser.instantiate_classes(args)
     manifest = prepare(
@@ -205,5 +214,6 @@ def main(argv: list[str]) -> None:
         val_inputs=args.val_inputs,
         filters=args.filters,
         dedup=args.dedup,
+        num_proc=args.num_proc,
     )
     print("\n".join(summary_lines(manifest)))

@@ -31,7 +31,7 @@ import hashlib
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -253,6 +253,13 @@ class _KeyTable:
             home = (home[left] + 1) & self._mask
 
 
+class DedupKeys(NamedTuple):
+    """What deduplication needs of one document: its exact digest and its LSH band keys (None when off)."""
+
+    exact: bytes | None
+    bands: list[int] | None
+
+
 class Deduplicator:
     """Decides, document by document, whether a text repeats an earlier one; the first occurrence survives.
 
@@ -282,20 +289,28 @@ class Deduplicator:
 
     def check(self, text: str) -> str | None:
         """None if the document is new (and remember it), "exact" or "near" if it repeats an earlier one."""
-        if self.config.exact:
-            key = exact_key(text)
-            if key in self._exact_seen:
+        return self.decide(self.keys(text))
+
+    def keys(self, text: str) -> DedupKeys:
+        """The document's keys: the costly, order-free half of `check`, which may run in any process."""
+        exact = exact_key(text) if self.config.exact else None
+        near = self.band_keys(self.signature(text)).tolist() if self.config.near else None
+        return DedupKeys(exact, near)
+
+    def decide(self, keys: DedupKeys) -> str | None:
+        """`check` from precomputed keys: documents must be decided in input order, in one process."""
+        if keys.exact is not None:
+            if keys.exact in self._exact_seen:
                 self.counts["exact_duplicates"] += 1
                 return "exact"
             # Remembered even if it turns out a near duplicate, so that its own copies count as exact.
-            self._exact_seen.add(key)
-        if self.config.near:
-            band_keys = self.band_keys(self.signature(text)).tolist()
-            if self._band_index.contains_any(band_keys):
+            self._exact_seen.add(keys.exact)
+        if keys.bands is not None:
+            if self._band_index.contains_any(keys.bands):
                 self.counts["near_duplicates"] += 1
                 return "near"
             # Only survivors are indexed: a document is compared with what is kept, not with what was dropped.
-            self._band_index.add(band_keys)
+            self._band_index.add(keys.bands)
         return None
 
     @property

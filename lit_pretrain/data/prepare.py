@@ -13,6 +13,7 @@ import logging
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,21 @@ from lit_pretrain.data.tokenizer import (
     tokenizer_sha256,
     train_bpe_tokenizer,
 )
+from lit_pretrain.data.workers import (
+    BATCHES_IN_FLIGHT_PER_PROCESS,
+    Encoder,
+    Screener,
+    batched,
+    ordered_map,
+    screen_in_worker,
+    start_pool,
+)
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val")
+# (source name, document id, text) of a kept document, on its way to the tokenizer.
+_Record = tuple[str, str, str]
 CLEANING_COUNTERS = (NFC_CHANGED, CONTROL_CHARS_REMOVED)
 
 
@@ -185,12 +197,17 @@ def prepare(
     filters: FilterConfig | Mapping[str, Any] | None = None,
     dedup: DedupConfig | Mapping[str, Any] | None = None,
     val_inputs: Sequence[str] = (),
+    num_proc: int = 1,
 ) -> dict[str, Any]:
     """Prepare `inputs` into per-source train/val litdata shards, `tokenizer.json` and `manifest.json`.
 
     Documents of `val_inputs` all go to validation, each of those inputs being its own named source.
-    `filters` and `dedup` may be given as plain mappings (YAML sections). Returns the manifest.
+    `filters` and `dedup` may be given as plain mappings (YAML sections). With `num_proc` > 1, cleaning,
+    filters, dedup keys and tokenization run in that many processes; the output is the same byte for
+    byte. Returns the manifest.
     """
+    if isinstance(num_proc, bool) or not isinstance(num_proc, int) or num_proc < 1:
+        raise ValueError(f"num_proc must be a whole number of processes, 1 or more, got {num_proc!r}")
     output_dir = Path(output_dir)
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"{output_dir} already exists: pass --overwrite to replace it")
@@ -214,11 +231,15 @@ def prepare(
     partial_dir = output_dir.with_name(output_dir.name + ".partial")
     shutil.rmtree(partial_dir, ignore_errors=True)
     (partial_dir / "_work").mkdir(parents=True)
+    pool = start_pool(num_proc, options.filters, options.dedup) if num_proc > 1 else None
     try:
-        manifest = _Pipeline(partial_dir, inputs, val_inputs, options).run()
+        manifest = _Pipeline(partial_dir, inputs, val_inputs, options, pool, num_proc).run()
     except BaseException:
         shutil.rmtree(partial_dir, ignore_errors=True)
         raise
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     shutil.rmtree(partial_dir / "_work")
     if output_dir.exists():
         shutil.rmtree(output_dir)
@@ -244,8 +265,20 @@ class _Pipeline:
     to disk, a BPE is trained on the spooled training documents, and the spool is tokenized.
     """
 
-    def __init__(self, out: Path, inputs: Sequence[str], val_inputs: Sequence[str], options: PrepareOptions):
+    def __init__(
+        self,
+        out: Path,
+        inputs: Sequence[str],
+        val_inputs: Sequence[str],
+        options: PrepareOptions,
+        pool: Executor | None = None,
+        num_proc: int = 1,
+    ):
         self.out = out
+        # Worker processes for screening and encoding (None: all in this process).
+        self.pool = pool
+        self.num_proc = num_proc
+        self._screen = screen_in_worker if pool is not None else Screener(options.filters, options.dedup)
         self.work = out / "_work"
         self.inputs = list(inputs)
         self.val_inputs = list(val_inputs)
@@ -265,10 +298,10 @@ class _Pipeline:
         """Whether a kept document goes to validation."""
         return source in self.val_only_sources or in_validation(document_id, self.options.val_fraction)
 
-    def kept_documents(self) -> Iterator[tuple[str, Document]]:
-        """Stage 1: (source, document) for every document that survives cleaning, filters and dedup."""
+    def _read_documents(self, progress: Progress) -> Iterator[tuple[str, Document]]:
+        """(source, document) of every non-empty document in input order, with the per-source bookkeeping
+        of reading: validation-only sources, documents in, malformed records, unique ids."""
         options = self.options
-        progress = Progress("read, filter, dedup", logger=log)
         malformed_before = 0
         seen_ids: set[str] = set()
         documents = iter_documents(
@@ -298,19 +331,34 @@ class _Pipeline:
             source["documents_in"] += 1
             progress.update(1, len(document.text))
             check_unique_id(document, seen_ids)
-            document_filter = self.filters.setdefault(name, DocumentFilter(options.filters))
-            text = document_filter(document.text, document.is_code)
-            if text is None:
-                continue
-            duplicate = self.deduplicator.check(text)
-            if duplicate is not None:
-                source[f"{duplicate}_duplicates"] += 1
-                continue
-            if document.is_code:
-                self.code_sources.add(name)
-            source["documents_kept"] += 1
-            self.kept_chars += len(text)
-            yield name, Document(document.id, name, document.origin, text, document.is_code)
+            yield name, document
+
+    def kept_documents(self) -> Iterator[tuple[str, Document]]:
+        """Stage 1: (source, document) for every document that survives cleaning, filters and dedup.
+
+        Screening (cleaning, filters, dedup keys) runs on batches, in the worker processes if there are
+        any; the duplicate decisions are taken here, in input order.
+        """
+        progress = Progress("read, filter, dedup", logger=log)
+        batches = batched(self._read_documents(progress), lambda item: item[1].text)
+        payloads = ((batch, [(name, d.is_code, d.text) for name, d in batch]) for batch in batches)
+        in_flight = BATCHES_IN_FLIGHT_PER_PROCESS * self.num_proc
+        for batch, (results, counts) in ordered_map(self._screen, payloads, self.pool, in_flight):
+            for name, source_counts in counts.items():
+                self.filters.setdefault(name, DocumentFilter(self.options.filters)).merge_counts(source_counts)
+            for (name, document), (text, keys) in zip(batch, results, strict=True):
+                if text is None:
+                    continue
+                source = self.stats[name]
+                duplicate = self.deduplicator.decide(keys)
+                if duplicate is not None:
+                    source[f"{duplicate}_duplicates"] += 1
+                    continue
+                if document.is_code:
+                    self.code_sources.add(name)
+                source["documents_kept"] += 1
+                self.kept_chars += len(text)
+                yield name, Document(document.id, name, document.origin, text, document.is_code)
         progress.close()
         for name, document_filter in self.filters.items():
             self.stats[name]["filtered"] = _drops(document_filter)
@@ -372,9 +420,7 @@ class _Pipeline:
         dtype = token_dtype(bpe.get_vocab_size())
         bpe.save(str(self.out / TOKENIZER_NAME))
 
-        # Records are read (stage 1, or the spool) in one thread and encoded in another while this one
-        # writes the ids (see encode_records).
-        for (name, doc_id, text), ids in encode_records(records, bpe, eos_id, bos_id, dtype):
+        for (name, doc_id, text), ids in self._encoded(records, bpe, eos_id, bos_id, dtype):
             self._write(name, doc_id, ids, dtype)
             if progress is not None:
                 progress.update(1, len(text))
@@ -396,6 +442,24 @@ class _Pipeline:
         manifest = self._manifest(bpe, eos_id, bos_id, dtype)
         write_manifest(self.out, manifest)
         return manifest
+
+    def _encoded(
+        self, records: Iterator[_Record], bpe, eos_id: int, bos_id: int | None, dtype: np.dtype
+    ) -> Iterator[tuple[_Record, np.ndarray]]:
+        """Each record with its ids, in order.
+
+        In one process, records are read (stage 1, or the spool) in one thread and encoded in another
+        while this one writes the ids (see encode_records). With worker processes, they encode batches
+        with the saved tokenizer, one thread each.
+        """
+        if self.pool is None:
+            yield from encode_records(records, bpe, eos_id, bos_id, dtype)
+            return
+        encoder = Encoder(self.out / TOKENIZER_NAME, eos_id, bos_id, dtype)
+        payloads = ((batch, [text for _, _, text in batch]) for batch in batched(records, lambda r: r[2]))
+        in_flight = BATCHES_IN_FLIGHT_PER_PROCESS * self.num_proc
+        for batch, arrays in ordered_map(encoder, payloads, self.pool, in_flight):
+            yield from zip(batch, arrays, strict=True)
 
     def _writer(self, name: str, split: str, dtype: np.dtype) -> TokenFileWriter:
         if (name, split) not in self.writers:

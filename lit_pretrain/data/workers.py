@@ -1,0 +1,144 @@
+"""Prepare's per-document work in worker processes: screening (cleaning, filters, dedup keys) and encoding.
+
+Work is cut into batches of documents in input order and results come back in that order, so every
+decision that depends on order (which copy of a duplicate survives) is taken afterwards in one process, and
+the output is the same for any number of processes. With one process the same functions run in place.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from lit_pretrain.data.dedup import DedupConfig, DedupKeys, Deduplicator
+from lit_pretrain.data.encode import encode_texts
+from lit_pretrain.data.filters import DocumentFilter, FilterConfig
+
+# A batch holds up to this many documents or characters: large enough that handing it to a process costs
+# little against the work on it, small enough that a few batches per process in flight stay in memory.
+BATCH_DOCUMENTS = 512
+BATCH_CHARS = 4 << 20
+# Batches in flight per process: one being worked on, one waiting, one coming back.
+BATCHES_IN_FLIGHT_PER_PROCESS = 3
+
+K = TypeVar("K")
+T = TypeVar("T")
+
+# (source name, is_code, text) of a document to screen.
+ScreenItem = tuple[str, bool, str]
+# Each document's cleaned text (None: a filter dropped it) and dedup keys, and each source's filter counts.
+ScreenedBatch = tuple[list[tuple[str | None, DedupKeys | None]], dict[str, dict[str, int]]]
+
+
+class Screener:
+    """Cleans and filters documents and computes their dedup keys: everything before the order-bound
+    duplicate decision. One per process (it keeps scratch arrays between calls)."""
+
+    def __init__(self, filters: FilterConfig, dedup: DedupConfig) -> None:
+        self.filters = filters
+        self.keys = Deduplicator(dedup).keys
+
+    def __call__(self, batch: list[ScreenItem]) -> ScreenedBatch:
+        """Screen a batch; filter counts come back per source, to be summed by the caller."""
+        by_source: dict[str, DocumentFilter] = {}
+        results: list[tuple[str | None, DedupKeys | None]] = []
+        for source, is_code, text in batch:
+            document_filter = by_source.get(source)
+            if document_filter is None:
+                document_filter = by_source[source] = DocumentFilter(self.filters)
+            cleaned = document_filter(text, is_code)
+            results.append((cleaned, None if cleaned is None else self.keys(cleaned)))
+        return results, {source: f.counts for source, f in by_source.items()}
+
+
+class Encoder:
+    """Encodes batches of texts with a saved tokenizer (loaded once per process)."""
+
+    def __init__(self, tokenizer_path: Path, eos_id: int, bos_id: int | None, dtype: np.dtype) -> None:
+        self.tokenizer_path = tokenizer_path
+        self.eos_id, self.bos_id, self.dtype = eos_id, bos_id, dtype
+
+    def __call__(self, texts: list[str]) -> list[np.ndarray]:
+        """Each text's ids, framed as prepare frames every document."""
+        return encode_texts(_tokenizer(self.tokenizer_path), texts, self.eos_id, self.bos_id, self.dtype)
+
+
+_screener: Screener | None = None
+_tokenizers: dict[Path, Any] = {}
+
+
+def _tokenizer(path: Path) -> Any:
+    if path not in _tokenizers:
+        from tokenizers import Tokenizer
+
+        _tokenizers[path] = Tokenizer.from_file(str(path))
+    return _tokenizers[path]
+
+
+def _start_worker(filters: FilterConfig, dedup: DedupConfig) -> None:
+    global _screener
+    # One tokenizer thread per process: the processes are the parallelism. Read when the tokenizer's
+    # thread pool first starts, which is after this.
+    os.environ["RAYON_NUM_THREADS"] = "1"
+    _screener = Screener(filters, dedup)
+
+
+def screen_in_worker(batch: list[ScreenItem]) -> ScreenedBatch:
+    """`Screener.__call__` with the worker's own screener (set up by the pool's initializer)."""
+    assert _screener is not None, "screen_in_worker runs only in a pool made by start_pool"
+    return _screener(batch)
+
+
+def start_pool(num_proc: int, filters: FilterConfig, dedup: DedupConfig) -> ProcessPoolExecutor:
+    """`num_proc` worker processes, each with its own Screener.
+
+    Spawned, not forked: the parent may hold threads (the tokenizer's, a reader's) that a fork would copy
+    in whatever state they were.
+    """
+    return ProcessPoolExecutor(
+        max_workers=num_proc,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(filters, dedup),
+    )
+
+
+def ordered_map(
+    function: Callable[[Any], T], items: Iterable[tuple[K, Any]], pool: Executor | None, in_flight: int
+) -> Iterator[tuple[K, T]]:
+    """(key, function(argument)) for each (key, argument), in order; with a pool, at most `in_flight`
+    calls at a time run or wait in it, so a long input never piles up in memory."""
+    if pool is None:
+        for key, argument in items:
+            yield key, function(argument)
+        return
+    pending: deque = deque()
+    for key, argument in items:
+        pending.append((key, pool.submit(function, argument)))
+        if len(pending) >= in_flight:
+            done_key, future = pending.popleft()
+            yield done_key, future.result()
+    while pending:
+        done_key, future = pending.popleft()
+        yield done_key, future.result()
+
+
+def batched(items: Iterable[T], text_of: Callable[[T], str]) -> Iterator[list[T]]:
+    """Lists of consecutive items, each up to BATCH_DOCUMENTS items or BATCH_CHARS characters of text."""
+    batch: list[T] = []
+    chars = 0
+    for item in items:
+        batch.append(item)
+        chars += len(text_of(item))
+        if len(batch) >= BATCH_DOCUMENTS or chars >= BATCH_CHARS:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch

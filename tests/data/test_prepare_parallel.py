@@ -1,0 +1,101 @@
+"""prepare with worker processes (--num_proc) writes exactly what one process writes, byte for byte."""
+
+from __future__ import annotations
+
+import filecmp
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from lit_pretrain.data import workers
+from lit_pretrain.data.dedup import DedupConfig, Deduplicator
+from lit_pretrain.data.prepare import prepare
+from tests.helpers.corpus import prose, write_jsonl_texts
+
+
+def _tree(root: Path) -> list[Path]:
+    return sorted(p.relative_to(root) for p in root.rglob("*"))
+
+
+def assert_same_output(one: Path, other: Path) -> None:
+    """The same files with the same bytes."""
+    assert _tree(one) == _tree(other)
+    for relative in _tree(one):
+        if (one / relative).is_file():
+            assert filecmp.cmp(one / relative, other / relative, shallow=False), relative
+
+
+@pytest.fixture(scope="module")
+def mixed_inputs(tmp_path_factory) -> list[str]:
+    """Two JSONL sources and a text directory with exact and near duplicates across them, documents the
+    filters drop, a malformed record, and enough documents for several batches."""
+    root = tmp_path_factory.mktemp("mixed")
+    originals = [prose(seed, words=60 + seed % 50) for seed in range(700)]
+    near = originals[3].replace("model", "models", 1)
+    write_jsonl_texts(root / "a.jsonl", originals)
+    b = [
+        originals[0],
+        originals[1].upper(),
+        near,
+        "too short",
+        "again\n" * 40,
+        *(prose(s) for s in range(900, 960)),
+    ]
+    write_jsonl_texts(root / "b.jsonl", b)
+    with open(root / "b.jsonl", "a") as file:
+        file.write('{"text": "unterminated\n')
+    (root / "notes").mkdir()
+    for index in range(5):
+        (root / "notes" / f"{index}.txt").write_text(prose(2000 + index) + "e\u0301 accents\n")
+    return [str(root / "a.jsonl"), str(root / "b.jsonl"), str(root / "notes")]
+
+
+@pytest.mark.parametrize("given_tokenizer", [False, True], ids=["trained-bpe", "given-tokenizer"])
+def test_two_processes_write_the_bytes_one_process_writes(
+    mixed_inputs, tmp_path: Path, given_tokenizer, monkeypatch
+):
+    # Small batches, so that the work is really spread over both processes and comes back in pieces.
+    monkeypatch.setattr(workers, "BATCH_DOCUMENTS", 32)
+    options = dict(vocab_size=400, val_fraction=0.05, dedup={"exact": True, "near": True})
+    one = prepare(mixed_inputs, tmp_path / "one", **options)
+    assert one["exact_duplicates"] == 2 and one["near_duplicates"] == 1 and one["malformed_records"]["count"] == 1
+    assert one["filtered"] and one["cleaned"], "the filters and the cleaning ran"
+    if given_tokenizer:
+        options["tokenizer"] = tmp_path / "one" / "tokenizer.json"
+        prepare(mixed_inputs, tmp_path / "reference", **options)
+        one_dir = tmp_path / "reference"
+    else:
+        one_dir = tmp_path / "one"
+    prepare(mixed_inputs, tmp_path / "two", num_proc=2, **options)
+    assert_same_output(one_dir, tmp_path / "two")  # manifest.json included: counts, filters, sources
+
+
+def test_num_proc_must_be_a_positive_count(tmp_path: Path):
+    with pytest.raises(ValueError, match="num_proc"):
+        prepare(["python-stdlib"], tmp_path / "out", num_proc=0)
+    assert not (tmp_path / "out").exists()
+
+
+def test_keys_computed_elsewhere_give_the_same_decisions_as_check():
+    config = DedupConfig(exact=True, near=True)
+    texts = [prose(1), prose(2), prose(1), prose(2).replace("model", "models", 1), prose(3)]
+    checking, deciding, keying = Deduplicator(config), Deduplicator(config), Deduplicator(config)
+    assert [checking.check(t) for t in texts] == [None, None, "exact", "near", None]
+    assert [deciding.decide(keying.keys(t)) for t in texts] == [None, None, "exact", "near", None]
+    assert deciding.counts == checking.counts
+
+
+def test_ordered_map_keeps_order_and_bounds_the_work_in_flight():
+    consumed = []
+
+    def items():
+        for index in range(20):
+            consumed.append(index)
+            yield index, index
+
+    with ThreadPoolExecutor(2) as pool:
+        results = workers.ordered_map(lambda x: x * x, items(), pool, in_flight=3)
+        first = next(results)
+        assert first == (0, 0) and len(consumed) == 3, "only the window was read ahead"
+        assert [first, *results] == [(i, i * i) for i in range(20)]
