@@ -11,12 +11,13 @@ is kept never depends on timing.
 One core on the Python standard library's .py files (31.5 MB, code): exact about 200 MB/s (380 MB/s on its
 ASCII files, whose normalisation is done on bytes), near about 40 MB/s.
 
-Memory grows per document, not per byte:
+Memory grows per document, not per byte, and holds no Python object per document (keyset.KeyTable: numpy
+open-addressing tables kept between a quarter and half full):
 
-* exact: one digest per document that was not itself an exact duplicate, in a Python set: about 100 bytes
-  a document with the objects' and the set's overhead;
-* near: the `num_bands` band keys (8 bytes each) of each surviving document, in an open-addressing table
-  kept between a quarter and half full: 16-32 bytes a key, 224-448 bytes a document at the defaults.
+* exact: the 16-byte digest of each document that was not itself an exact duplicate: 32-64 bytes a
+  document;
+* near: the `num_bands` band keys (8 bytes each) of each surviving document: 16-32 bytes a key, 224-448
+  bytes a document at the defaults.
 
 Signatures of survivors are not kept, so a band collision is not re-checked against the estimated Jaccard
 similarity. Keeping them would cost `num_bands * rows_per_band * 4` bytes a document (672 at the defaults,
@@ -35,6 +36,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from lit_pretrain.data.keyset import KeyTable
 from lit_pretrain.data.options import dataclass_from_dict
 
 # Every character for which `str.isspace()` holds, split into the ASCII ones (handled byte-wise) and the
@@ -186,84 +188,17 @@ def _mix64(values: np.ndarray) -> np.ndarray:
     return values
 
 
-class _KeyTable:
-    """A set of 64-bit keys in an open-addressing (linear probing) numpy table, 8 bytes a slot.
-
-    A Python set of ints would cost about 75 bytes a key; this costs 16-32 (it is kept between a quarter
-    and half full). Zero marks an empty slot, so zero keys are stored as one.
-    """
-
-    def __init__(self, capacity: int = 1 << 12) -> None:
-        self._slots = np.zeros(capacity, dtype=np.uint64)
-        self._mask = capacity - 1
-        self.size = 0
-
-    @property
-    def nbytes(self) -> int:
-        """Memory held by the table."""
-        return self._slots.nbytes
-
-    def contains_any(self, keys: list[int]) -> bool:
-        """Whether any of the keys is in the table."""
-        slots, mask = self._slots, self._mask
-        for key in keys:
-            key = key or 1
-            slot = key & mask
-            while occupant := slots.item(slot):
-                if occupant == key:
-                    return True
-                slot = (slot + 1) & mask
-        return False
-
-    def add(self, keys: list[int]) -> None:
-        """Insert keys known to be absent."""
-        if 2 * (self.size + len(keys)) > len(self._slots):
-            self._grow(self.size + len(keys))
-        slots, mask = self._slots, self._mask
-        for key in keys:
-            key = key or 1
-            slot = key & mask
-            while occupant := slots.item(slot):
-                if occupant == key:  # two bands of one document with the same key
-                    break
-                slot = (slot + 1) & mask
-            else:
-                slots[slot] = key
-                self.size += 1
-
-    def _grow(self, expected_size: int) -> None:
-        keys = self._slots[self._slots != 0]
-        capacity = len(self._slots) * 2
-        while 2 * expected_size > capacity:
-            capacity *= 2
-        self._slots = np.zeros(capacity, dtype=np.uint64)
-        self._mask = capacity - 1
-        home = (keys & np.uint64(self._mask)).astype(np.intp)
-        # All keys at once: each round, the first key aiming at each free slot takes it and the others move
-        # one slot on, so every key ends with only occupied slots between its home and itself, as lookups
-        # assume.
-        while keys.size:
-            free = np.flatnonzero(self._slots[home] == 0)
-            _, first = np.unique(home[free], return_index=True)
-            winners = free[first]
-            self._slots[home[winners]] = keys[winners]
-            left = np.ones(keys.size, dtype=bool)
-            left[winners] = False
-            keys = keys[left]
-            home = (home[left] + 1) & self._mask
-
-
 class DedupKeys(NamedTuple):
     """What deduplication needs of one document: its exact digest and its LSH band keys (None when off)."""
 
-    exact: bytes | None
+    exact: int | None  # the 16-byte exact_key as an integer
     bands: list[int] | None
 
 
 class Deduplicator:
     """Decides, document by document, whether a text repeats an earlier one; the first occurrence survives.
 
-    Memory: about 100 bytes a document for exact deduplication, plus 16-32 bytes per band key
+    Memory: 32-64 bytes a document for exact deduplication, plus 16-32 bytes per band key
     (224-448 bytes at the default 14 bands) for each document that survives near deduplication; not
     thread-safe (it keeps scratch arrays between calls).
     """
@@ -271,8 +206,8 @@ class Deduplicator:
     def __init__(self, config: DedupConfig) -> None:
         self.config = config
         self.counts: dict[str, int] = {"exact_duplicates": 0, "near_duplicates": 0}
-        self._exact_seen: set[bytes] = set()
-        self._band_index = _KeyTable()
+        self._exact_seen = KeyTable(words=2)
+        self._band_index = KeyTable(words=1)
         self._polynomial = _polynomial_hash()
         self._position_multipliers = _fixed_uint64(1, config.ngram_size, odd=True)
         self._row_multipliers = _fixed_uint64(2, config.rows_per_band, odd=True)
@@ -293,18 +228,16 @@ class Deduplicator:
 
     def keys(self, text: str) -> DedupKeys:
         """The document's keys: the costly, order-free half of `check`, which may run in any process."""
-        exact = exact_key(text) if self.config.exact else None
+        exact = int.from_bytes(exact_key(text), "little") if self.config.exact else None
         near = self.band_keys(self.signature(text)).tolist() if self.config.near else None
         return DedupKeys(exact, near)
 
     def decide(self, keys: DedupKeys) -> str | None:
         """`check` from precomputed keys: documents must be decided in input order, in one process."""
-        if keys.exact is not None:
-            if keys.exact in self._exact_seen:
-                self.counts["exact_duplicates"] += 1
-                return "exact"
-            # Remembered even if it turns out a near duplicate, so that its own copies count as exact.
-            self._exact_seen.add(keys.exact)
+        # Remembered even if it turns out a near duplicate, so that its own copies count as exact.
+        if keys.exact is not None and not self._exact_seen.add_new(keys.exact):
+            self.counts["exact_duplicates"] += 1
+            return "exact"
         if keys.bands is not None:
             if self._band_index.contains_any(keys.bands):
                 self.counts["near_duplicates"] += 1
@@ -316,8 +249,7 @@ class Deduplicator:
     @property
     def index_bytes(self) -> int:
         """Approximate memory held by the indexes of seen documents."""
-        # A 16-byte bytes object takes 56 bytes, and a set entry about 40 at its usual fill.
-        return len(self._exact_seen) * 96 + self._band_index.nbytes
+        return self._exact_seen.nbytes + self._band_index.nbytes
 
     def shingle_hashes(self, text: str) -> np.ndarray:
         """uint64 hashes of the text's word n-grams, in order; the whole text is one shingle if it is shorter."""

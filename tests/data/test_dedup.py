@@ -333,29 +333,7 @@ def test_shingles_do_not_depend_on_where_they_fall_in_long_documents(vocabulary:
     assert len(np.unique(shingles)) == len({tuple(words[i : i + NGRAM]) for i in range(len(shingles))})
 
 
-def test_band_key_table_behaves_like_a_set_while_growing():
-    table = dedup._KeyTable(capacity=8)
-    rng = np.random.default_rng(10)
-    # Keys sharing their low bits collide in the table and must probe past each other.
-    keys = np.concatenate(
-        [rng.integers(1, 2**64, 3000, dtype=np.uint64), np.arange(1, 500, dtype=np.uint64) << 40]
-    )
-    reference: set[int] = set()
-    for group in np.array_split(keys, 250):
-        group_keys = group.tolist()
-        assert table.contains_any(group_keys) == any(k in reference for k in group_keys)
-        table.add([k for k in group_keys if k not in reference])
-        reference.update(group_keys)
-    assert table.size == len(reference)
-    assert all(table.contains_any([k]) for k in reference)
-    assert not any(table.contains_any([k]) for k in rng.integers(1, 2**64, 1000, dtype=np.uint64).tolist())
-    table.add([0])
-    assert table.contains_any([0])
-    assert 2 * table.size <= table.nbytes // 8
-
-
 # --- the hashing against references written from the definitions ----------------------------------
-
 MASK64 = (1 << 64) - 1
 
 
@@ -458,33 +436,6 @@ def test_hash_constants_are_fixed_across_versions():
     deduplicator = Deduplicator(DedupConfig(near=True))
     keys = deduplicator.band_keys(deduplicator.signature("The quick brown fox jumps over the lazy dog " * 3))
     assert hashlib.sha256(keys.astype("<u8").tobytes()).hexdigest()[:16] == "d2a1b09766613d03"
-
-
-def test_band_key_table_stays_between_a_quarter_and_half_full():
-    table = dedup._KeyTable(capacity=8)
-    rng = np.random.default_rng(13)
-    slots = table.nbytes // 8
-    # Growth is checked at its boundaries: 12 keys make the table exactly half full (no growth), 32
-    # more need exactly the doubled capacity (one doubling, not two).
-    for batch in [1] * 20 + [12, 32, 3, 40, 64, 1, 200, 5]:
-        table.add(rng.integers(1, 2**64, batch, dtype=np.uint64).tolist())
-        grown = table.nbytes // 8 != slots
-        slots = table.nbytes // 8
-        assert slots & (slots - 1) == 0, "the capacity is a power of two (lookups mask the key)"
-        assert 2 * table.size <= slots, (table.size, slots)
-        if grown:
-            assert 4 * table.size > slots, (table.size, slots)
-
-
-def test_band_key_table_keeps_zero_and_repeated_keys_through_growth():
-    table = dedup._KeyTable(capacity=8)
-    table.add([0, 1 << 40])  # zero is stored as one
-    table.add([7, 7, 9])  # two bands of one document with the same key, then another key
-    assert table.size == 4 and table.contains_any([9]) and table.contains_any([0])
-    table.add(list(range(100, 400)))
-    assert table.nbytes // 8 >= 2 * table.size
-    assert all(table.contains_any([k]) for k in (0, 1, 1 << 40, 7, 9, 100, 399))
-    assert not table.contains_any([2, 3, 400])
 
 
 def test_seed_zero_is_valid_and_unknown_options_are_named():
