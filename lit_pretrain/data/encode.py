@@ -47,7 +47,9 @@ def encode_records(
         yield from zip(batch, arrays, strict=True)
 
 
-def encode_texts(tokenizer, texts: list[str], eos_id: int, bos_id: int | None, dtype: np.dtype) -> list[np.ndarray]:
+def encode_texts(
+    tokenizer, texts: list[str], eos_id: int, bos_id: int | None, dtype: np.dtype
+) -> list[np.ndarray]:
     """Each text's ids, BOS first if given and EOS last, in one thread of the caller's (prepare's workers)."""
     owners, encodings = _encode_pieces(tokenizer, texts)
     return _assemble_ids(len(texts), owners, encodings, eos_id, bos_id, dtype)

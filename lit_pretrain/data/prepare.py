@@ -345,7 +345,9 @@ class _Pipeline:
         in_flight = BATCHES_IN_FLIGHT_PER_PROCESS * self.num_proc
         for batch, (results, counts) in ordered_map(self._screen, payloads, self.pool, in_flight):
             for name, source_counts in counts.items():
-                self.filters.setdefault(name, DocumentFilter(self.options.filters)).merge_counts(source_counts)
+                self.filters.setdefault(name, DocumentFilter(self.options.filters)).merge_counts(
+                    source_counts
+                )
             for (name, document), (text, keys) in zip(batch, results, strict=True):
                 if text is None:
                     continue
