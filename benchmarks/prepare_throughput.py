@@ -7,6 +7,10 @@ the docstrings as JSONL), so that reading costs what reading a user's files cost
 of the built-in prose source) and code gets code filters. The
 tokenizer is trained once beforehand, so neither side of the ratio includes tokenizer training.
 Both sides use the same number of tokenizer threads (RAYON_NUM_THREADS, default: all cores).
+
+Scaling with processes: prepare of the prose alone with `--num_proc 1` and `--num_proc 2`, each in a
+fresh process with one tokenizer thread (RAYON_NUM_THREADS=1), and the one-core rate of each stage
+(read, filter, dedup keys, dedup decisions, tokenize, write), measured in a fresh one-thread process too.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import date
@@ -24,9 +30,20 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from lit_pretrain.data.datamodule import PretrainDataModule
-from lit_pretrain.data.prepare import prepare as run_prepare
-from lit_pretrain.data.prepare import read_documents
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lit_pretrain.data.datamodule import PretrainDataModule  # noqa: E402
+from lit_pretrain.data.dedup import DedupConfig, Deduplicator  # noqa: E402
+from lit_pretrain.data.encode import encode_texts, token_dtype  # noqa: E402
+from lit_pretrain.data.filters import DocumentFilter  # noqa: E402
+from lit_pretrain.data.manifest import TOKENIZER_NAME  # noqa: E402
+from lit_pretrain.data.prepare import iter_documents, read_documents  # noqa: E402
+from lit_pretrain.data.prepare import prepare as run_prepare  # noqa: E402
+from lit_pretrain.data.shards import TokenFileWriter, write_shards  # noqa: E402
+from lit_pretrain.data.sources import ReadReport  # noqa: E402
+
+STAGES = ("read", "filter", "dedup_keys", "dedup_decide", "tokenize", "write")
 
 
 def write_corpus(directory: Path, max_documents: int | None) -> tuple[list[str], int]:
@@ -67,6 +84,58 @@ def bare_tokenizer_seconds(texts: list[str], tokenizer: Path) -> float:
     return time.perf_counter() - start
 
 
+def in_one_thread_process(*arguments: str) -> dict:
+    """Run this script with `arguments` in a fresh process with one tokenizer thread; its JSON line."""
+    env = {**os.environ, "RAYON_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(Path(__file__).resolve()), *arguments]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{completed.stderr[-3000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def child_prepare_seconds(inputs: list[str], output: Path, tokenizer: Path, num_proc: int) -> None:
+    """(In the child) time one prepare with `num_proc` processes; print {"seconds": ...}."""
+    shutil.rmtree(output, ignore_errors=True)
+    start = time.perf_counter()
+    run_prepare(inputs, output, tokenizer=tokenizer, id_field="id", num_proc=num_proc)
+    print(json.dumps({"seconds": time.perf_counter() - start}))
+
+
+def child_stage_seconds(inputs: list[str], tokenizer_dir: Path, work: Path) -> None:
+    """(In the child) seconds of each prepare stage alone, on one core; print them as JSON."""
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    documents = [d for _, _, d in iter_documents(inputs, ReadReport(), None, "text", "id") if d is not None]
+    seconds["read"] = time.perf_counter() - start
+    document_filter = DocumentFilter()
+    start = time.perf_counter()
+    texts = [t for d in documents if (t := document_filter(d.text, d.is_code)) is not None]
+    seconds["filter"] = time.perf_counter() - start
+    deduplicator = Deduplicator(DedupConfig(exact=True, near=True))
+    start = time.perf_counter()
+    keys = [deduplicator.keys(t) for t in texts]
+    seconds["dedup_keys"] = time.perf_counter() - start
+    start = time.perf_counter()
+    kept = [t for t, k in zip(texts, keys, strict=True) if deduplicator.decide(k) is None]
+    seconds["dedup_decide"] = time.perf_counter() - start
+    bpe = Tokenizer.from_file(str(tokenizer_dir / TOKENIZER_NAME))
+    dtype = token_dtype(bpe.get_vocab_size())
+    start = time.perf_counter()
+    arrays = [
+        a for i in range(0, len(kept), 512) for a in encode_texts(bpe, kept[i : i + 512], 0, None, dtype)
+    ]
+    seconds["tokenize"] = time.perf_counter() - start
+    start = time.perf_counter()
+    writer = TokenFileWriter(work / "stage-write.bin", dtype)
+    for array in arrays:
+        writer.write(array)
+    writer.close()
+    write_shards(writer.path, dtype, work / "stage-shards", 2**21)
+    seconds["write"] = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "documents": len(documents), "kept": len(kept)}))
+
+
 def loader_tokens_per_second(
     data_dir: Path, workers: int, seq_len: int, batch_size: int, batches: int
 ) -> float:
@@ -92,6 +161,34 @@ def loader_tokens_per_second(
     return tokens / (time.perf_counter() - start)
 
 
+def process_scaling(prose_inputs: list[str], work: Path, tokenizer: Path, repeats: int) -> dict:
+    """Prose prepare with 1 and 2 processes (paired rounds) and each stage's one-core rate."""
+    prose_mb = sum(len(t.encode("utf-8")) for t in corpus_texts(prose_inputs)) / 1e6
+    rounds: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(repeats):
+        for num_proc in (1, 2):
+            child = {
+                "inputs": prose_inputs,
+                "output": str(work / f"proc{num_proc}"),
+                "tokenizer": str(tokenizer),
+            }
+            child["num_proc"] = num_proc
+            rounds[num_proc].append(
+                in_one_thread_process("--child", "prepare", "--child_args", json.dumps(child))["seconds"]
+            )
+    child = {"inputs": prose_inputs, "tokenizer_dir": str(tokenizer.parent), "work": str(work)}
+    stages = in_one_thread_process("--child", "stages", "--child_args", json.dumps(child))
+    return {
+        "prose_mb": prose_mb,
+        "prose_mb_s_1_proc": prose_mb / min(rounds[1]),
+        "prose_mb_s_2_proc": prose_mb / min(rounds[2]),
+        "process_speedup": statistics.median(a / b for a, b in zip(rounds[1], rounds[2], strict=True)),
+        "process_seconds_per_round": rounds,
+        "stage_seconds_one_core": stages["seconds"],
+        "stage_mb_s_one_core": {k: prose_mb / max(v, 1e-9) for k, v in stages["seconds"].items()},
+    }
+
+
 def main() -> None:
     """Run every measurement, print a table and write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -107,7 +204,18 @@ def main() -> None:
     parser.add_argument(
         "--loader_batches", type=int, default=60, help="DataLoader measurement: batches timed"
     )
+    parser.add_argument("--child", choices=("prepare", "stages"), help=argparse.SUPPRESS)
+    parser.add_argument("--child_args", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child is not None:
+        child = json.loads(args.child_args)
+        if args.child == "prepare":
+            child_prepare_seconds(
+                child["inputs"], Path(child["output"]), Path(child["tokenizer"]), child["num_proc"]
+            )
+        else:
+            child_stage_seconds(child["inputs"], Path(child["tokenizer_dir"]), Path(child["work"]))
+        return
 
     work = Path(tempfile.mkdtemp(prefix="prepare-bench-"))
     inputs, text_bytes = write_corpus(work, args.max_documents)
@@ -132,7 +240,9 @@ def main() -> None:
         w: loader_tokens_per_second(work / "exact", w, args.seq_len, args.batch_size, args.loader_batches)
         for w in (1, 2)
     }
+    scaling = process_scaling(inputs[1:], work, tokenizer, args.repeats)
     results = {
+        **scaling,
         "date": date.today().isoformat(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "corpus_mb": round(megabytes, 2),
@@ -162,6 +272,13 @@ def main() -> None:
     ):
         print(f"{key:<42}{results[key]:>14,.2f} {unit}")
     print("ratio in each round: " + ", ".join(f"{r:.2f}" for r in results["ratio_per_round"]))
+    print(f"\nprose only ({results['prose_mb']:.1f} MB), one tokenizer thread a process:")
+    for num_proc in (1, 2):
+        print(f"{'  --num_proc ' + str(num_proc):<42}{results[f'prose_mb_s_{num_proc}_proc']:>14,.2f} MB/s")
+    print(f"{'  speed-up (median of rounds)':<42}{results['process_speedup']:>14,.2f} x")
+    print("one core, each stage alone (prose):")
+    for stage in STAGES:
+        print(f"{'  ' + stage:<42}{results['stage_mb_s_one_core'][stage]:>14,.2f} MB/s")
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.output}")
     shutil.rmtree(work, ignore_errors=True)
