@@ -1,26 +1,36 @@
 """Cleaning and quality filters applied to each document before tokenization, every decision counted.
 
 Cleaning (control-character removal, Unicode NFC for prose) rewrites a document; filters drop it.
-The prose filters follow Gopher (Rae et al., 2021, appendix A): duplicate-line fraction and the share
-of characters covered by the most frequent word n-gram. Code gets its own filters instead, because
-code is legitimately repetitive and symbol-heavy: a line-length limit (minified files, embedded
-data) and detection of generated files.
+The prose filters follow Gopher (Rae et al., 2021, appendix A): its quality filter (word count, mean
+word length, symbol-to-word ratios, stop words, words with a letter, bulleted and ellipsis lines) and
+its repetition removal (repeated lines, paragraphs and word n-grams, measured in repetition.py); then,
+when asked for, language identification (language.py). Code gets its own filters instead, because
+code is legitimately repetitive and symbol-heavy: a line-length limit (minified files, embedded data)
+and detection of generated files.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import operator
 import re
 import unicodedata
-from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lit_pretrain.data.language import identify_language, known_languages
 from lit_pretrain.data.options import dataclass_from_dict
+from lit_pretrain.data.repetition import (
+    NgramLimits,
+    first_duplicate_ngram_exceeded,
+    first_top_ngram_exceeded,
+    nonblank_lines,
+    paragraphs,
+    repeated_shares,
+    word_chars,
+)
 
 # C0 controls, DEL and C1 controls, except tab, newline, carriage return and form feed. Form feed
 # stays because it is ordinary whitespace in source files (PEP 8 page breaks, used across the stdlib)
@@ -36,7 +46,21 @@ _C1_UTF8_LEAD_BYTE = b"\xc2"
 _NON_ALNUM_NON_SPACE = re.compile(r"[^\w\s]")
 _ASCII_ALNUM_OR_SPACE = bytes(c for c in range(128) if chr(c).isalnum() or chr(c).isspace())
 _ASCII_BYTES = bytes(range(128))
-_ASCII_SPACE = bytes(c for c in range(128) if chr(c).isspace())
+
+# Gopher's stop words, matched as whole words in any case so that "The" opening a sentence counts.
+GOPHER_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
+_STOP_WORD = re.compile(r"\b(?:" + "|".join(GOPHER_STOP_WORDS) + r")\b", re.IGNORECASE)
+# words_without_letter works on the UTF-8 bytes: deleting every ASCII character but letters and
+# whitespace empties exactly the words without a letter, and once whitespace reads b" " and all else
+# b"x", the words left are the b" x" openings. U+001C..U+001F are whitespace to str.split: b" " too.
+_ASCII_NON_LETTER = bytes(c for c in range(128) if not chr(c).isalpha() and not chr(c).isspace())
+_SPACE_OR_X = bytes(32 if c < 128 and chr(c).isspace() else 120 for c in range(256))
+# A line opening with one of these (after its indentation) is a bullet point.
+_BULLETS = ("-", "*", "\u2022", "\u2023", "\u2043", "\u25aa", "\u25a0", "\u25cf", "\u25cb", "\u25e6")
+_ELLIPSES = ("...", "\u2026")
+# C-level per-line tests: map() over these runs no Python code per line.
+_OPENS_WITH_BULLET = operator.methodcaller("startswith", _BULLETS)
+_ENDS_WITH_ELLIPSIS = operator.methodcaller("endswith", _ELLIPSES)
 
 # Generated-file markers are looked for in the head of a file only: real markers sit in the first
 # comment or docstring, while the same words deeper in a file are usually prose about generation.
@@ -50,9 +74,6 @@ _GENERATED_MARKERS = re.compile(
     r"|^[\W_]*(?:this (?:file|module|code) (?:is|was|has been) )?(?:code )?generated (?:by|from)\b",
     re.MULTILINE,
 )
-
-# (n, largest allowed share, counter name) for each top n-gram filter.
-NgramLimits = list[tuple[int, float, str]]
 
 # Counters of cleaning steps: documents rewritten, not dropped.
 NFC_CHANGED = "nfc_changed"
@@ -70,10 +91,36 @@ class FilterConfig:
         max_chars: drop a document longer than this after cleaning (null: no limit).
         max_non_alnum_fraction: prose: drop when more of the characters are neither alphanumeric nor
             whitespace.
+        min_words: prose: drop a document with fewer whitespace-separated words (Gopher: 50).
+        max_words: prose: drop a document with more whitespace-separated words (Gopher: 100,000).
         max_duplicate_line_fraction: prose: drop when more of the lines repeat an earlier line (Gopher).
+        max_duplicate_line_char_fraction: prose: drop when repeated lines hold more of the characters.
+        max_duplicate_paragraph_fraction: prose: drop when more of the paragraphs (split on two or more
+            line breaks) repeat an earlier one.
+        max_duplicate_paragraph_char_fraction: prose: drop when repeated paragraphs hold more of the
+            characters.
+        word_stats_min_words: Gopher's word and line statistics (mean word length, symbol ratios, stop
+            words, words with a letter, bullet and ellipsis lines) only judge documents with at least
+            this many words.
+        min_mean_word_length: prose: drop when the words are shorter on average.
+        max_mean_word_length: prose: drop when the words are longer on average.
+        max_hash_word_ratio: prose: drop when there are more "#" per word.
+        max_ellipsis_word_ratio: prose: drop when there are more ellipses ("..." or U+2026) per word.
+        min_stop_words: prose: drop when there are fewer occurrences of Gopher's English stop words.
+        min_alpha_word_fraction: prose: drop when fewer of the words hold a letter.
+        max_bullet_line_fraction: prose: drop when more of the non-blank lines open with a bullet point.
+        max_ellipsis_line_fraction: prose: drop when more of the non-blank lines end with an ellipsis.
         max_top_ngram_fraction: prose: n -> largest share of the characters the most frequent word n-gram
             may cover (Gopher).
-        top_ngram_min_words: the top n-gram filters only judge documents with at least this many words.
+        max_duplicate_ngram_fraction: prose: n -> largest share of the characters that may lie inside
+            word n-grams occurring more than once (Gopher).
+        top_ngram_min_words: the n-gram filters (top and duplicate) only judge documents with at least
+            this many words.
+        languages: prose: keep only documents identified as one of these ISO 639 codes (null: any).
+        language_min_score: prose, with languages: also drop when the identification's probability is
+            lower.
+        count_languages: identify every prose document's language for the per-language counts, even
+            without languages.
         blocklist: drop a document containing one of these substrings (case-insensitive).
         code_max_line_length: code: drop a file with a longer line (minified code, embedded data).
         drop_generated_code: code: drop files whose head says they are generated ("DO NOT EDIT", ...).
@@ -92,16 +139,49 @@ class FilterConfig:
     # Prose only. 99% of stdlib docstrings, doctest examples included, stay under 0.25 and all but one
     # under 0.5 ("x.__hash__() <==> hash(x)"); symbol soup and markup debris go well above.
     max_non_alnum_fraction: float | None = 0.5
+    # Prose only. Gopher keeps 50 to 100,000 words, but 85% of the stdlib's docstrings have fewer than
+    # 50 words: the lower bound is off by default (set 50 for web text), the upper one Gopher's.
+    min_words: int | None = None
+    max_words: int | None = 100_000
     # Prose only (Gopher: 0.30). Code repeats lines legitimately (`else:`, `return None`).
     max_duplicate_line_fraction: float | None = 0.3
+    # Prose only, Gopher's thresholds: repeated lines' and paragraphs' share of the characters, and
+    # the share of paragraphs that repeat an earlier one.
+    max_duplicate_line_char_fraction: float | None = 0.2
+    max_duplicate_paragraph_fraction: float | None = 0.3
+    max_duplicate_paragraph_char_fraction: float | None = 0.2
+    # Gopher applies its word statistics only to documents of 50 words or more (its word-count bound
+    # drops the rest first). Without that bound, statistics of a few words are noise: "Return self."
+    # has no two stop words, "- x: the x" is all bullet points. So they judge only documents at least
+    # this long, whether or not min_words drops the shorter ones.
+    word_stats_min_words: int = 50
+    # Prose only, Gopher's thresholds (the stdlib's docstrings of 50 words or more: see docs/data.md).
+    min_mean_word_length: float | None = 3.0
+    max_mean_word_length: float | None = 10.0
+    max_hash_word_ratio: float | None = 0.1
+    max_ellipsis_word_ratio: float | None = 0.1
+    min_stop_words: int | None = 2
+    min_alpha_word_fraction: float | None = 0.8
+    max_bullet_line_fraction: float | None = 0.9
+    max_ellipsis_line_fraction: float | None = 0.3
     # Prose only (Gopher's thresholds), n -> largest share of word characters that the most frequent
     # word n-gram may cover.
     max_top_ngram_fraction: dict[int, float] | None = field(
         default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16}
     )
-    # Top n-gram shares of a handful of words are noise ("See also: foo, bar" repeats a bigram),
-    # so those filters only look at documents with at least this many words; Gopher's minimum is 50.
+    # Prose only (Gopher's thresholds), n -> largest share of word characters inside repeated n-grams.
+    max_duplicate_ngram_fraction: dict[int, float] | None = field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+    )
+    # N-gram shares of a handful of words are noise ("See also: foo, bar" repeats a bigram), so those
+    # filters only look at documents with at least this many words; Gopher's minimum is 50.
     top_ngram_min_words: int = 50
+    # Prose only. Identifying a language runs at a few MB/s, far slower than every other filter
+    # together, so it runs only when asked for: by `languages` (filter and count) or `count_languages`
+    # (count only).
+    languages: list[str] | None = None
+    language_min_score: float | None = 0.5
+    count_languages: bool = False
     # Case-insensitive substrings; any hit drops the document, code or prose.
     blocklist: list[str] = field(default_factory=list)
     # Code only: a longer line means minified code or embedded data, not code to learn from.
@@ -110,20 +190,46 @@ class FilterConfig:
     drop_generated_code: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("normalize_nfc", "remove_control_chars", "drop_generated_code"):
+        for name in ("normalize_nfc", "remove_control_chars", "drop_generated_code", "count_languages"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"filter option {name} must be true or false, got {getattr(self, name)!r}")
         for name, optional in (
             ("min_chars", False),
             ("max_chars", True),
+            ("min_words", True),
+            ("max_words", True),
+            ("word_stats_min_words", False),
+            ("min_stop_words", True),
             ("top_ngram_min_words", False),
             ("code_max_line_length", True),
         ):
             _check_length(name, getattr(self, name), optional)
-        for name in ("max_non_alnum_fraction", "max_duplicate_line_fraction"):
+        for name in (
+            "max_non_alnum_fraction",
+            "max_duplicate_line_fraction",
+            "max_duplicate_line_char_fraction",
+            "max_duplicate_paragraph_fraction",
+            "max_duplicate_paragraph_char_fraction",
+            "min_alpha_word_fraction",
+            "max_bullet_line_fraction",
+            "max_ellipsis_line_fraction",
+            "language_min_score",
+        ):
             _check_fraction(name, getattr(self, name))
-        if self.max_top_ngram_fraction is not None:
-            self.max_top_ngram_fraction = _parse_ngram_fractions(self.max_top_ngram_fraction)
+        for name in (
+            "min_mean_word_length",
+            "max_mean_word_length",
+            "max_hash_word_ratio",
+            "max_ellipsis_word_ratio",
+        ):
+            _check_ratio(name, getattr(self, name))
+        _check_bounds(self, "min_words", "max_words")
+        _check_bounds(self, "min_mean_word_length", "max_mean_word_length")
+        for name in ("max_top_ngram_fraction", "max_duplicate_ngram_fraction"):
+            if getattr(self, name) is not None:
+                setattr(self, name, _parse_ngram_fractions(name, getattr(self, name)))
+        if self.languages is not None:
+            self.languages = _parse_languages(self.languages)
         if isinstance(self.blocklist, str) or not all(
             isinstance(entry, str) and entry for entry in self.blocklist
         ):
@@ -140,18 +246,19 @@ class FilterConfig:
     @classmethod
     def disabled(cls) -> FilterConfig:
         """A config that neither cleans nor drops anything: documents pass through unchanged."""
-        return cls(
+        # Every threshold named min_... or max_... switches off with None (min_chars with 0).
+        options: dict[str, Any] = {
+            f.name: None for f in dataclasses.fields(cls) if f.name.startswith(("min_", "max_"))
+        }
+        options.update(
             normalize_nfc=False,
             remove_control_chars=False,
             min_chars=0,
-            max_chars=None,
-            max_non_alnum_fraction=None,
-            max_duplicate_line_fraction=None,
-            max_top_ngram_fraction=None,
             blocklist=[],
             code_max_line_length=None,
             drop_generated_code=False,
         )
+        return cls(**options)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that `from_dict` accepts again (for manifests and logs)."""
@@ -173,11 +280,22 @@ def _check_fraction(name: str, value: Any) -> None:
         raise ValueError(f"filter option {name} must be a fraction in [0, 1] or null, got {value!r}")
 
 
-def _parse_ngram_fractions(fractions: Any) -> dict[int, float]:
+def _check_ratio(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < float("inf"):
+        raise ValueError(f"filter option {name} must be a non-negative number or null, got {value!r}")
+
+
+def _check_bounds(config: FilterConfig, low: str, high: str) -> None:
+    low_value, high_value = getattr(config, low), getattr(config, high)
+    if low_value is not None and high_value is not None and low_value > high_value:
+        raise ValueError(f"filter option {low} ({low_value}) must not exceed {high} ({high_value})")
+
+
+def _parse_ngram_fractions(name: str, fractions: Any) -> dict[int, float]:
     if not isinstance(fractions, dict):
-        raise ValueError(
-            f"filter option max_top_ngram_fraction must map n to a fraction, e.g. {{2: 0.2}}, got {fractions!r}"
-        )
+        raise ValueError(f"filter option {name} must map n to a fraction, e.g. {{2: 0.2}}, got {fractions!r}")
     parsed: dict[int, float] = {}
     for n, fraction in fractions.items():
         # JSON (and so a manifest round trip) turns integer keys into strings.
@@ -186,29 +304,83 @@ def _parse_ngram_fractions(fractions: Any) -> dict[int, float]:
         except (TypeError, ValueError):
             size = 0
         if isinstance(n, bool) or size < 1 or str(size) != str(n).strip():
-            raise ValueError(f"filter option max_top_ngram_fraction: n must be a positive integer, got {n!r}")
-        _check_fraction(f"max_top_ngram_fraction[{size}]", fraction)
+            raise ValueError(f"filter option {name}: n must be a positive integer, got {n!r}")
+        _check_fraction(f"{name}[{size}]", fraction)
         if fraction is None:
-            raise ValueError(f"filter option max_top_ngram_fraction[{size}] must be a fraction in [0, 1]")
+            raise ValueError(f"filter option {name}[{size}] must be a fraction in [0, 1]")
         parsed[size] = float(fraction)
     return dict(sorted(parsed.items()))
 
 
+def _parse_languages(languages: Any) -> list[str]:
+    if (
+        isinstance(languages, str)
+        or not isinstance(languages, list | tuple)
+        or not languages
+        or not all(isinstance(code, str) for code in languages)
+    ):
+        raise ValueError(
+            f"filter option languages must be a non-empty list of language codes (e.g. [en, fr]) or null, "
+            f"got {languages!r}"
+        )
+    known = known_languages()
+    unknown = [code for code in languages if code not in known]
+    if unknown:
+        raise ValueError(
+            f"filter option languages: unknown language code(s) {', '.join(map(repr, unknown))}; "
+            f"py3langid knows: {', '.join(known)}"
+        )
+    return list(languages)
+
+
 class DocumentFilter:
-    """Cleans a document and applies the quality filters in a fixed order, counting every decision."""
+    """Cleans a document and applies the quality filters in a fixed order, counting every decision.
+
+    `language_counts` counts the identified language of every prose document that reached the
+    language check (kept or dropped); it is apart from `counts`, whose keys are all drop reasons or
+    cleaning steps.
+    """
 
     def __init__(self, config: FilterConfig | None = None) -> None:
         self.config = config if config is not None else FilterConfig()
-        ngram_fractions = self.config.max_top_ngram_fraction or {}
-        self._ngram_limits = [(n, fraction, f"top_{n}gram") for n, fraction in ngram_fractions.items()]
-        self._blocklist = [entry.lower() for entry in self.config.blocklist]
+        config = self.config
+        top = config.max_top_ngram_fraction or {}
+        duplicate = config.max_duplicate_ngram_fraction or {}
+        self._top_limits: NgramLimits = [(n, fraction, f"top_{n}gram") for n, fraction in top.items()]
+        self._duplicate_limits: NgramLimits = [(n, f, f"duplicate_{n}gram") for n, f in duplicate.items()]
+        self._blocklist = [entry.lower() for entry in config.blocklist]
+        self._word_stats = any(
+            value is not None
+            for value in (
+                config.min_mean_word_length,
+                config.max_mean_word_length,
+                config.max_hash_word_ratio,
+                config.max_ellipsis_word_ratio,
+                config.min_stop_words,
+                config.min_alpha_word_fraction,
+                config.max_bullet_line_fraction,
+                config.max_ellipsis_line_fraction,
+            )
+        )
+        self._languages = set(config.languages) if config.languages is not None else None
+        self._identify = config.languages is not None or config.count_languages
         self.counts: dict[str, int] = dict.fromkeys(self.counter_names(), 0)
+        self.language_counts: dict[str, int] = {}
 
     def counter_names(self) -> list[str]:
         """Every counter, drop filters in the order they run followed by the cleaning counters."""
         names = ["min_chars", "max_chars", "blocklist", "code_line_length", "generated_code"]
-        names += ["non_alnum_fraction", "duplicate_lines"]
-        names += [name for _, _, name in self._ngram_limits]
+        names += ["non_alnum_fraction", "min_words", "max_words"]
+        names += [
+            "duplicate_lines",
+            "duplicate_line_chars",
+            "duplicate_paragraphs",
+            "duplicate_paragraph_chars",
+        ]
+        names += ["min_mean_word_length", "max_mean_word_length", "hash_ratio", "ellipsis_ratio"]
+        names += ["stop_words", "alpha_words", "bullet_lines", "ellipsis_lines"]
+        names += [name for _, _, name in self._top_limits + self._duplicate_limits]
+        names += ["language", "language_score"]
         return names + [NFC_CHANGED, CONTROL_CHARS_REMOVED]
 
     @property
@@ -218,10 +390,15 @@ class DocumentFilter:
             count for name, count in self.counts.items() if name not in (NFC_CHANGED, CONTROL_CHARS_REMOVED)
         )
 
-    def merge_counts(self, other_counts: dict[str, int]) -> None:
+    def merge_counts(self, other_counts: Mapping[str, int]) -> None:
         """Add counts from another filter (e.g. a worker process) to this one's."""
         for name, count in other_counts.items():
             self.counts[name] = self.counts.get(name, 0) + count
+
+    def merge_language_counts(self, other_counts: Mapping[str, int]) -> None:
+        """Add language counts from another filter (e.g. a worker process) to this one's."""
+        for language, count in other_counts.items():
+            self.language_counts[language] = self.language_counts.get(language, 0) + count
 
     def __call__(self, text: str, is_code: bool) -> str | None:
         """The cleaned text, or None when a filter drops the document (counted under that filter's name)."""
@@ -251,7 +428,10 @@ class DocumentFilter:
         return text
 
     def drop_reason(self, text: str, is_code: bool) -> str | None:
-        """The name of the first filter that rejects the (already cleaned) text, or None to keep it."""
+        """The name of the first filter that rejects the (already cleaned) text, or None to keep it.
+
+        Identifying a prose document's language also counts it in `language_counts`.
+        """
         config = self.config
         # Cheapest filters first, so rejected documents cost little.
         if config.min_chars and (len(text) < config.min_chars or len(text.strip()) < config.min_chars):
@@ -284,57 +464,98 @@ class DocumentFilter:
         max_non_alnum = config.max_non_alnum_fraction
         if max_non_alnum is not None and non_alnum_fraction(text) > max_non_alnum:
             return "non_alnum_fraction"
-        max_duplicates = config.max_duplicate_line_fraction
-        if max_duplicates is not None and duplicate_line_fraction(text) > max_duplicates:
-            return "duplicate_lines"
-        # Fewer characters than this cannot hold enough words (each but the last needs a separator).
-        if self._ngram_limits and len(text) >= 2 * config.top_ngram_min_words - 1:
-            words = text.split()
-            if len(words) >= config.top_ngram_min_words:
-                return self._top_ngram_drop_reason(text, words)
-        return None
+        words = text.split() if self._needs_words(len(text)) else []
+        if config.min_words is not None and len(words) < config.min_words:
+            return "min_words"
+        if config.max_words is not None and len(words) > config.max_words:
+            return "max_words"
+        lines = nonblank_lines(text) if "\n" in text or "\r" in text else [text.strip()]
+        reason = self._repeated_text_drop_reason(text, lines)
+        if reason is None and self._word_stats and words and len(words) >= config.word_stats_min_words:
+            reason = self._word_stats_drop_reason(text, words, lines)
+        if reason is None and words and len(words) >= config.top_ngram_min_words:
+            reason = first_top_ngram_exceeded(text, words, self._top_limits)
+            reason = reason or first_duplicate_ngram_exceeded(text, words, self._duplicate_limits)
+        if reason is None and self._identify:
+            reason = self._language_drop_reason(text)
+        return reason
 
-    def _top_ngram_drop_reason(self, text: str, words: list[str]) -> str | None:
-        total_chars = word_chars(text, words)
-        if total_chars == 0:
+    def _needs_words(self, length: int) -> bool:
+        """Whether any word-based filter can judge a text of this many characters."""
+        config = self.config
+        # k words need at least 2k - 1 characters (each but the last needs a separator after it).
+        return bool(
+            config.min_words
+            or (config.max_words is not None and length > config.max_words)
+            or (self._word_stats and length >= 2 * config.word_stats_min_words - 1)
+            or ((self._top_limits or self._duplicate_limits) and length >= 2 * config.top_ngram_min_words - 1)
+        )
+
+    def _repeated_text_drop_reason(self, text: str, lines: list[str]) -> str | None:
+        config = self.config
+        if len(lines) > 1:
+            line_share, line_char_share = repeated_shares(lines)
+            if (
+                config.max_duplicate_line_fraction is not None
+                and line_share > config.max_duplicate_line_fraction
+            ):
+                return "duplicate_lines"
+            limit = config.max_duplicate_line_char_fraction
+            if limit is not None and line_char_share > limit:
+                return "duplicate_line_chars"
+        # A paragraph break needs two line breaks.
+        if text.count("\n") < 2 or (
+            config.max_duplicate_paragraph_fraction is None
+            and config.max_duplicate_paragraph_char_fraction is None
+        ):
             return None
-        # Counting n-grams is by far the most expensive step of all filters, so an upper bound on what
-        # any n-gram can cover, from single-word counts, rules it out first; it never changes a decision.
-        word_counts = Counter(words)
-        limits = _not_ruled_out_by_word_masses(word_counts, self._ngram_limits, total_chars)
-        longest_word = max(map(len, word_counts)) if limits else 0
-        for n, limit, name in limits:
-            if _exceeds_top_ngram_fraction(words, n, limit * total_chars, longest_word):
-                return name
+        paragraph_share, paragraph_char_share = repeated_shares(paragraphs(text))
+        limit = config.max_duplicate_paragraph_fraction
+        if limit is not None and paragraph_share > limit:
+            return "duplicate_paragraphs"
+        limit = config.max_duplicate_paragraph_char_fraction
+        if limit is not None and paragraph_char_share > limit:
+            return "duplicate_paragraph_chars"
         return None
 
+    def _word_stats_drop_reason(self, text: str, words: list[str], lines: list[str]) -> str | None:
+        config = self.config
+        count = len(words)
+        mean_length = word_chars(text, words) / count
+        if config.min_mean_word_length is not None and mean_length < config.min_mean_word_length:
+            return "min_mean_word_length"
+        if config.max_mean_word_length is not None and mean_length > config.max_mean_word_length:
+            return "max_mean_word_length"
+        if config.max_hash_word_ratio is not None and text.count("#") / count > config.max_hash_word_ratio:
+            return "hash_ratio"
+        limit = config.max_ellipsis_word_ratio
+        if limit is not None and (text.count("...") + text.count("\u2026")) / count > limit:
+            return "ellipsis_ratio"
+        # Two hits settle the rule, so the search stops there.
+        minimum = config.min_stop_words
+        if minimum and sum(1 for _ in itertools.islice(_STOP_WORD.finditer(text), minimum)) < minimum:
+            return "stop_words"
+        limit = config.min_alpha_word_fraction
+        if limit is not None and (count - words_without_letter(text, words)) / count < limit:
+            return "alpha_words"
+        limit = config.max_bullet_line_fraction
+        if limit is not None and sum(map(_OPENS_WITH_BULLET, lines)) / len(lines) > limit:
+            return "bullet_lines"
+        limit = config.max_ellipsis_line_fraction
+        if limit is not None and sum(map(_ENDS_WITH_ELLIPSIS, lines)) / len(lines) > limit:
+            return "ellipsis_lines"
+        return None
 
-def _not_ruled_out_by_word_masses(
-    word_counts: Counter[str], limits: NgramLimits, total_chars: int
-) -> NgramLimits:
-    """The limits that the n largest word masses (count x length) do not rule out."""
-    # The occurrences of an n-gram cover at most all occurrences of its (at most n distinct) words. In
-    # natural prose even the heaviest words ("the", "of", ...) stay well under the limits.
-    # Only masses of at least `cutoff` are sorted; every other word stands in as `cutoff`, an upper bound
-    # on its mass. A quarter of the smallest per-word share keeps that slack small while leaving only
-    # a dozen or so words to sort in natural text.
-    cutoff = min(limit / n for n, limit, _ in limits) * total_chars / 4
-    masses = map(operator.mul, word_counts.values(), map(len, word_counts))
-    heavy = sorted(filter(functools.partial(operator.le, cutoff), masses), reverse=True)
-    return [
-        (n, limit, name)
-        for n, limit, name in limits
-        if sum(heavy[:n]) + max(0, n - len(heavy)) * cutoff > limit * total_chars
-    ]
-
-
-def word_chars(text: str, words: list[str]) -> int:
-    """Total characters of the words `text.split()` gave, whitespace excluded."""
-    if text.isascii():
-        # Deleting ASCII whitespace (exactly what str.split splits ASCII text on) from the bytes is
-        # several times faster than summing the lengths of thousands of word objects.
-        return len(text.encode("ascii").translate(None, _ASCII_SPACE))
-    return sum(map(len, words))
+    def _language_drop_reason(self, text: str) -> str | None:
+        language, score = identify_language(text)
+        self.language_counts[language] = self.language_counts.get(language, 0) + 1
+        if self._languages is None:
+            return None
+        if language not in self._languages:
+            return "language"
+        if self.config.language_min_score is not None and score < self.config.language_min_score:
+            return "language_score"
+        return None
 
 
 def has_control_chars(text: str) -> bool:
@@ -345,6 +566,23 @@ def has_control_chars(text: str) -> bool:
     if data.translate(None, _ALL_BUT_C0_CONTROL_BYTES):
         return True
     return _C1_UTF8_LEAD_BYTE in data and _CONTROL_CHARS.search(text) is not None
+
+
+def words_without_letter(text: str, words: list[str]) -> int:
+    """How many of the words `text.split()` gave hold no letter (str.isalpha) at all."""
+    if not text.isascii():
+        # Once the non-ASCII non-letters are gone (and Unicode whitespace is a space), every non-ASCII
+        # byte left belongs to a letter. A document holds few distinct non-ASCII characters.
+        non_ascii = text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES)
+        table = {
+            ord(char): " " if char.isspace() else None
+            for char in set(non_ascii.decode("utf-8", "surrogatepass"))
+            if not char.isalpha()
+        }
+        text = text.translate(table) if table else text
+    letters = text.encode("utf-8", "surrogatepass").translate(_SPACE_OR_X, _ASCII_NON_LETTER)
+    # Counting word openings needs no list of words (which bytes.split would build).
+    return len(words) - letters.count(b" x") - letters.startswith(b"x")
 
 
 def non_alnum_fraction(text: str) -> float:
@@ -361,62 +599,3 @@ def non_alnum_fraction(text: str) -> float:
     ascii_symbols = len(rest) - len(non_ascii)
     non_ascii_symbols = len(_NON_ALNUM_NON_SPACE.findall(non_ascii.decode("utf-8", "surrogatepass")))
     return (ascii_symbols + non_ascii_symbols) / len(text)
-
-
-def duplicate_line_fraction(text: str) -> float:
-    """Share of non-blank lines that repeat an earlier line, ignoring surrounding whitespace (Gopher)."""
-    if "\n" not in text and "\r" not in text:
-        return 0.0  # one line cannot repeat; most short documents end here
-    lines = list(filter(None, map(str.strip, text.splitlines())))
-    if not lines:
-        return 0.0
-    return (len(lines) - len(set(lines))) / len(lines)
-
-
-def top_ngram_char_fraction(words: list[str], n: int) -> float:
-    """Share of word characters covered by occurrences of the most frequent word n-gram (Gopher)."""
-    total_chars = sum(map(len, words))
-    if len(words) < n or total_chars == 0:
-        return 0.0
-    counts = Counter(_ngrams(words, n))
-    top_count = max(counts.values())
-    return _covered_chars(words, _longest_of(counts, top_count)) / total_chars if top_count >= 2 else 0.0
-
-
-def _exceeds_top_ngram_fraction(words: list[str], n: int, allowed_chars: float, longest_word: int) -> bool:
-    if len(words) < n:
-        return False
-    counts = Counter(_ngrams(words, n))
-    # The top count alone settles most cases; finding which n-gram has it is a second, slower pass.
-    top_count = max(counts.values())
-    if top_count < 2 or top_count * n * longest_word <= allowed_chars:
-        return False
-    top = _longest_of(counts, top_count)
-    # count x length overstates coverage when occurrences overlap ("a a a a"); the exact figure needs
-    # another pass, only worth making when the estimate is over the limit.
-    if top_count * sum(map(len, top)) <= allowed_chars:
-        return False
-    return _covered_chars(words, top) > allowed_chars
-
-
-def _longest_of(counts: Counter[tuple[str, ...]], count: int) -> tuple[str, ...]:
-    # Gopher leaves ties open. The longest tied n-gram (then the first seen, as Counter keeps insertion
-    # order) makes spam count the same whichever word of a repeated phrase comes first: with the first
-    # seen, "win a free cruise today" x 15 would be judged by "win a" and kept, "free cruise today win
-    # a" x 15 by "free cruise" and dropped.
-    tied = itertools.compress(counts, map(functools.partial(operator.eq, count), counts.values()))
-    return max(tied, key=lambda gram: sum(map(len, gram)))
-
-
-def _ngrams(words: list[str], n: int) -> Iterator[tuple[str, ...]]:
-    # Shifted copies of the list end at different lengths; zip stopping at the shortest is the point.
-    return zip(*(words[i:] for i in range(n)), strict=False)
-
-
-def _covered_chars(words: list[str], gram: tuple[str, ...]) -> int:
-    n = len(gram)
-    covered = [False] * len(words)
-    for start, candidate in enumerate(_ngrams(words, n)):
-        if candidate == gram:
-            covered[start : start + n] = [True] * n
-    return sum(len(word) for word, hit in zip(words, covered, strict=True) if hit)

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections import Counter
 
 import pytest
 
-from lit_pretrain.data.filters import (
-    DocumentFilter,
-    FilterConfig,
-    duplicate_line_fraction,
-    has_control_chars,
-    non_alnum_fraction,
-    top_ngram_char_fraction,
-    word_chars,
-)
+from lit_pretrain.data.filters import DocumentFilter, FilterConfig, has_control_chars, non_alnum_fraction
+from lit_pretrain.data.repetition import duplicate_line_fraction, top_ngram_char_fraction, word_chars
 from lit_pretrain.data.sources import ReadReport, python_stdlib_code, python_stdlib_prose
 
 PROSE = (
@@ -52,6 +46,16 @@ def dropped_by(config: FilterConfig | None, text: str, is_code: bool = False) ->
     return name
 
 
+def only(**options: object) -> FilterConfig:
+    """A config with every filter off but min_chars and the given ones, so every drop is theirs."""
+    return dataclasses.replace(FilterConfig.disabled(), min_chars=10, **options)
+
+
+def top_ngrams_only(max_top_ngram_fraction: dict[int, float] | None = None) -> FilterConfig:
+    """Only min_chars and the top n-gram filters (Gopher's by default) on."""
+    return only(max_top_ngram_fraction=max_top_ngram_fraction or {2: 0.20, 3: 0.18, 4: 0.16})
+
+
 def test_clean_documents_pass_unchanged():
     document_filter = DocumentFilter()
     assert document_filter(PROSE, is_code=False) == PROSE
@@ -68,10 +72,26 @@ def test_counter_names_are_stable_and_all_start_at_zero():
             "code_line_length",
             "generated_code",
             "non_alnum_fraction",
+            "min_words",
+            "max_words",
             "duplicate_lines",
+            "duplicate_line_chars",
+            "duplicate_paragraphs",
+            "duplicate_paragraph_chars",
+            "min_mean_word_length",
+            "max_mean_word_length",
+            "hash_ratio",
+            "ellipsis_ratio",
+            "stop_words",
+            "alpha_words",
+            "bullet_lines",
+            "ellipsis_lines",
             "top_2gram",
             "top_3gram",
             "top_4gram",
+            *(f"duplicate_{n}gram" for n in range(5, 11)),
+            "language",
+            "language_score",
             "nfc_changed",
             "control_chars_removed",
         ],
@@ -182,9 +202,7 @@ def reference_top_ngram_fraction(words: list[str], n: int) -> float:
 @pytest.mark.parametrize("limits", [{2: 0.2, 3: 0.18, 4: 0.16}, {2: 0.6, 3: 0.4, 4: 0.2}])
 def test_ngram_shortcuts_never_change_a_decision(limits: dict[int, float]):
     rng = random.Random(1234)
-    config = FilterConfig(
-        max_top_ngram_fraction=limits, max_non_alnum_fraction=None, max_duplicate_line_fraction=None
-    )
+    config = top_ngrams_only(limits)
     reasons = Counter()
     for _ in range(300):
         # Small, skewed vocabularies with words of mixed length make repeats, and near misses, common.
@@ -413,7 +431,7 @@ def test_non_alnum_fraction_boundary():
 
 
 def test_duplicate_line_fraction_boundary():
-    config = FilterConfig(max_top_ngram_fraction=None)
+    config = only(max_duplicate_line_fraction=0.3)
     unique = [f"Line number {i} is unique." for i in range(7)]
     assert dropped_by(config, "\n".join(unique + [unique[0]] * 3)) is None  # 3 of 10 lines: exactly 0.3
     assert dropped_by(config, "\n".join(unique[:6] + [unique[0]] * 3)) == "duplicate_lines"  # 3 of 9
@@ -421,7 +439,7 @@ def test_duplicate_line_fraction_boundary():
 
 def test_shortest_text_with_enough_words_is_judged_by_the_ngram_filters():
     fifty_words = " ".join(["a"] * 50)  # 99 characters: the fewest that can hold 50 words
-    assert dropped_by(None, fifty_words) == "top_2gram"
+    assert dropped_by(top_ngrams_only(), fifty_words) == "top_2gram"
     assert dropped_by(None, " ".join(["a"] * 49)) is None
 
 
@@ -432,7 +450,7 @@ def test_top_ngram_fraction_boundary_with_overlapping_occurrences():
     fillers = [f"v{i:02d}" for i in range(20)]
     words = [word for run in runs for word in run] + fillers
     assert reference_top_ngram_fraction(words, 2) == 0.25
-    config = FilterConfig(max_top_ngram_fraction={2: 0.25})
+    config = top_ngrams_only({2: 0.25})
     assert dropped_by(config, " ".join(words)) is None
     assert dropped_by(config, " ".join(words[:-1])) == "top_2gram"
 
@@ -440,7 +458,7 @@ def test_top_ngram_fraction_boundary_with_overlapping_occurrences():
 def test_an_ngram_counts_from_its_second_occurrence():
     fillers = [f"w{i:02d}" for i in range(50)]
     phrase = ["x" * 30, "y" * 30]
-    config = FilterConfig(max_top_ngram_fraction={2: 0.2})
+    config = top_ngrams_only({2: 0.2})
     # Once, it covers 60 of 210 characters but is not a repetition: kept.
     assert dropped_by(config, " ".join(fillers[:25] + phrase + fillers[25:])) is None
     # Twice, 120 of 270: dropped.
@@ -462,20 +480,20 @@ def test_one_heavy_word_can_carry_a_phrase_over_the_limit(n: int, limit: float, 
             words += phrase
     assert words.count("b" if n > 1 else phrase[0]) == 6
     assert reference_top_ngram_fraction(words, n) > limit
-    assert dropped_by(FilterConfig(max_top_ngram_fraction={n: limit}), " ".join(words)) == f"top_{n}gram"
+    assert dropped_by(top_ngrams_only({n: limit}), " ".join(words)) == f"top_{n}gram"
     looser = reference_top_ngram_fraction(words, n) + 0.001
-    assert dropped_by(FilterConfig(max_top_ngram_fraction={n: looser}), " ".join(words)) is None
+    assert dropped_by(top_ngrams_only({n: looser}), " ".join(words)) is None
 
 
 def test_an_ngram_longer_than_the_document_never_drops_it():
-    config = FilterConfig(max_top_ngram_fraction={60: 0.01})
+    config = top_ngrams_only({60: 0.01})
     assert dropped_by(config, " ".join(["spam"] * 55)) is None
 
 
 def test_non_ascii_spam_is_judged_on_its_characters():
     words = ["größe", "maß"] * 20 + [f"wört{i}" for i in range(20)]
     assert word_chars(" ".join(words), words) == sum(map(len, words)) == 20 * 8 + 10 * 5 + 10 * 6
-    assert dropped_by(None, " ".join(words)) == "top_2gram"
+    assert dropped_by(top_ngrams_only(), " ".join(words)) == "top_2gram"
 
 
 def test_word_chars_counts_characters_not_bytes_or_spaces():
@@ -568,3 +586,331 @@ def test_merge_counts_adds_counters_this_filter_does_not_have():
     document_filter = DocumentFilter()
     document_filter.merge_counts({"top_9gram": 2, "min_chars": 1})
     assert document_filter.counts["top_9gram"] == 2 and document_filter.counts["min_chars"] == 1
+
+
+# Gopher's quality filter and repetition removal (appendix A), prose only. Each rule is tested alone
+# (`only`) on planted documents just inside and just outside its default threshold.
+
+GOPHER_NGRAM_LIMITS = {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+
+
+def unique_words(count: int, length: int = 5, prefix: str = "w") -> list[str]:
+    """`count` distinct words of `length` characters (letters and digits, no stop word)."""
+    return [f"{prefix}{i:0{length - len(prefix)}d}" for i in range(count)]
+
+
+def test_gopher_defaults():
+    config = FilterConfig()
+    assert (config.min_words, config.max_words) == (None, 100_000)
+    assert (config.min_mean_word_length, config.max_mean_word_length) == (3.0, 10.0)
+    assert config.max_hash_word_ratio == config.max_ellipsis_word_ratio == 0.1
+    assert (config.min_stop_words, config.min_alpha_word_fraction) == (2, 0.8)
+    assert (config.max_bullet_line_fraction, config.max_ellipsis_line_fraction) == (0.9, 0.3)
+    assert config.max_duplicate_paragraph_fraction == 0.3
+    assert config.max_duplicate_line_char_fraction == config.max_duplicate_paragraph_char_fraction == 0.2
+    assert config.max_duplicate_ngram_fraction == GOPHER_NGRAM_LIMITS
+    assert config.word_stats_min_words == 50 and config.languages is None and not config.count_languages
+
+
+def test_word_count_bounds():
+    config = only(min_words=50, max_words=60)
+    words = unique_words(61)
+    assert dropped_by(config, " ".join(words[:50])) is None
+    assert dropped_by(config, " ".join(words[:49])) == "min_words"
+    assert dropped_by(config, " ".join(words[:60])) is None
+    assert dropped_by(config, " ".join(words)) == "max_words"
+    assert dropped_by(config, "\n".join(words[:5]), is_code=True) is None
+    assert dropped_by(only(min_words=None, max_words=None), " ".join(words[:5])) is None
+    # Off by default: most of the built-in corpus's docstrings have fewer than 50 words.
+    assert dropped_by(None, "Return the sum of the two numbers.") is None
+
+
+def test_mean_word_length_bounds():
+    config = only(min_mean_word_length=3.0, max_mean_word_length=10.0)
+    assert dropped_by(config, " ".join(["abc"] * 50)) is None  # exactly 3
+    assert dropped_by(config, " ".join(["abc"] * 49 + ["ab"])) == "min_mean_word_length"
+    assert dropped_by(config, " ".join(["abcdefghij"] * 50)) is None  # exactly 10
+    assert dropped_by(config, " ".join(["abcdefghij"] * 49 + ["abcdefghijk"])) == "max_mean_word_length"
+    assert dropped_by(config, " ".join(["ab"] * 50), is_code=True) is None
+    assert dropped_by(only(min_mean_word_length=None), " ".join(["ab"] * 50)) is None
+
+
+def test_statistics_of_short_documents_are_not_judged():
+    config = only(min_stop_words=2, min_mean_word_length=3.0)
+    assert dropped_by(config, " ".join(unique_words(49))) is None
+    assert dropped_by(config, " ".join(unique_words(50))) == "stop_words"
+    assert dropped_by(dataclasses.replace(config, word_stats_min_words=0), "ab cd ef gh ij") == (
+        "min_mean_word_length"
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "marker", "counter"),
+    [
+        ("max_hash_word_ratio", "#tag", "hash_ratio"),
+        ("max_ellipsis_word_ratio", "wait...", "ellipsis_ratio"),
+        ("max_ellipsis_word_ratio", "wait\u2026", "ellipsis_ratio"),
+    ],
+)
+def test_symbol_to_word_ratios(option: str, marker: str, counter: str):
+    config = only(**{option: 0.1})
+    words = unique_words(50)
+    assert dropped_by(config, " ".join([marker] * 5 + words[5:])) is None  # 5 of 50 words: exactly 0.1
+    assert dropped_by(config, " ".join([marker] * 6 + words[6:])) == counter
+    assert dropped_by(config, " ".join([marker] * 6 + words[6:]), is_code=True) is None
+    assert dropped_by(only(**{option: None}), " ".join([marker] * 50)) is None
+
+
+def test_stop_words_are_whole_words_in_any_case():
+    config = only(min_stop_words=2)
+    words = unique_words(48)
+    assert dropped_by(config, " ".join(["The", "of,"] + words)) is None
+    assert dropped_by(config, " ".join(["the", "theory", "often", "tow"] + words)) == "stop_words"
+    assert dropped_by(config, " ".join(words + ["word"] * 2), is_code=True) is None
+    assert dropped_by(only(min_stop_words=None), " ".join(unique_words(60))) is None
+
+
+def test_alpha_word_fraction():
+    config = only(min_alpha_word_fraction=0.8)
+    words = unique_words(40)
+    no_letters = ["123", "-->", "(1)", "3.14", "__", "½", "—", "2²", "#1", "..."]
+    assert dropped_by(config, " ".join(words + no_letters)) is None  # 40 of 50: exactly 0.8
+    assert dropped_by(config, " ".join(words[1:] + no_letters + ["42"])) == "alpha_words"
+    assert dropped_by(config, " ".join(["x1", "é9", "日本"] * 17)) is None  # one letter is enough
+    assert dropped_by(config, " ".join(no_letters * 5), is_code=True) is None
+    assert dropped_by(only(min_alpha_word_fraction=None), " ".join(no_letters * 5)) is None
+
+
+def reference_words_without_letter(text: str) -> int:
+    return sum(not any(char.isalpha() for char in word) for word in text.split())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "plain words only",
+        "12 + 34 = 46 -- ok",
+        "a\x1cb \x1d 1\x1f2",  # str.split splits on the ASCII information separators
+        "caf\u00e9 \u00bd \u2014 \u00b2 x\u00b2 \u65e5\u672c 42\u00a0bis \u3000 7",
+        "e\u0301 \u0301 \u2028 1\u2029x \x85 _",
+        "lone \ud800 surrogate \ud800x",
+    ],
+)
+def test_words_without_letter_match_a_word_by_word_count(text: str):
+    from lit_pretrain.data.filters import words_without_letter
+
+    assert words_without_letter(text, text.split()) == reference_words_without_letter(text)
+
+
+def lines_of(count: int, words_per_line: int = 6) -> list[str]:
+    words = unique_words(count * words_per_line)
+    return [" ".join(words[i * words_per_line : (i + 1) * words_per_line]) for i in range(count)]
+
+
+def test_bullet_line_fraction():
+    config = only(max_bullet_line_fraction=0.9)
+    lines = lines_of(10)
+    bullets = ["- ", "  * ", "\u2022 ", "\t\u25cf "] * 3
+    nine = [bullet + line for bullet, line in zip(bullets, lines[:9], strict=False)] + lines[9:]
+    assert dropped_by(config, "\n\n".join(nine)) is None  # 9 of 10 non-blank lines: exactly 0.9
+    assert dropped_by(config, "\n".join(nine[:9] + ["- " + lines[9]])) == "bullet_lines"
+    assert dropped_by(config, "\n".join("- " + line for line in lines), is_code=True) is None
+    assert dropped_by(only(max_bullet_line_fraction=None), "\n".join("- " + line for line in lines)) is None
+
+
+def test_ellipsis_line_fraction():
+    config = only(max_ellipsis_line_fraction=0.3)
+    lines = lines_of(10)
+    three = [line + "..." for line in lines[:3]] + lines[3:]
+    assert dropped_by(config, "\n".join(three)) is None  # 3 of 10 lines: exactly 0.3
+    four = three[:3] + [lines[3] + " \u2026  "] + lines[4:]
+    assert dropped_by(config, "\n".join(four)) == "ellipsis_lines"
+    assert dropped_by(config, "\n".join(four), is_code=True) is None
+    assert dropped_by(only(max_ellipsis_line_fraction=None), "\n".join(four)) is None
+
+
+def test_duplicate_line_char_fraction():
+    config = only(max_duplicate_line_char_fraction=0.2)
+    unique = [f"line {i:05d}" for i in range(8)]  # 10 characters each
+    # Two more copies of a line: 20 of 100 characters repeat an earlier line, exactly 0.2.
+    assert dropped_by(config, "\n".join(unique + unique[:1] * 2)) is None
+    long_line = "line 12345!"  # 11 characters, three times among 7 others: 22 of 103
+    assert dropped_by(config, "\n".join(unique[:7] + [long_line] * 3)) == "duplicate_line_chars"
+    assert dropped_by(config, "\n".join(unique[:7] + [long_line] * 3), is_code=True) is None
+    assert (
+        dropped_by(only(max_duplicate_line_char_fraction=None), "\n".join(unique + [long_line] * 9)) is None
+    )
+
+
+def test_long_repeated_lines_are_caught_by_characters_where_the_line_count_is_fine():
+    # 1 of 5 lines repeats (0.2, under the 0.3 line limit), but it holds a third of the characters.
+    lines = ["short one", "short two", "short three", "A long line of boilerplate that repeats " * 2]
+    text = "\n".join(lines + lines[-1:])
+    assert dropped_by(only(max_duplicate_line_fraction=0.3), text) is None
+    assert dropped_by(only(max_duplicate_line_fraction=0.3, max_duplicate_line_char_fraction=0.2), text) == (
+        "duplicate_line_chars"
+    )
+
+
+def test_duplicate_paragraph_fraction():
+    config = only(max_duplicate_paragraph_fraction=0.3)
+    paragraphs = [f"Paragraph {i}\nwith a second line {i}." for i in range(7)]
+    # Paragraph breaks: two or more line breaks, blank lines with spaces and CRLF included.
+    assert dropped_by(config, "\n  \n".join(paragraphs + paragraphs[:3])) is None  # 3 of 10: 0.3
+    assert dropped_by(config, "\r\n\r\n\r\n".join(paragraphs[:6] + paragraphs[:3])) == "duplicate_paragraphs"
+    assert dropped_by(config, "\n\n".join(paragraphs[:6] + paragraphs[:3]), is_code=True) is None
+    assert dropped_by(only(max_duplicate_paragraph_fraction=None), "\n\n".join(paragraphs * 3)) is None
+    # A single line break does not end a paragraph: these are two paragraphs, neither repeated.
+    assert dropped_by(config, "\n".join(paragraphs[:1] * 3) + "\n\n" + paragraphs[1]) is None
+
+
+def test_duplicate_paragraph_char_fraction():
+    config = only(max_duplicate_paragraph_char_fraction=0.2)
+    paragraphs = [f"paragraph {i:04d}!" for i in range(8)]  # 16 characters each
+    assert dropped_by(config, "\n\n".join(paragraphs + paragraphs[:2])) is None  # 32 of 160: 0.2
+    longer = "paragraph 12345!"[:-1] + "!!"  # 17 characters, three times: 34 of 163
+    assert dropped_by(config, "\n\n".join(paragraphs[:7] + [longer] * 3)) == "duplicate_paragraph_chars"
+    assert dropped_by(config, "\n\n".join(paragraphs[:7] + [longer] * 3), is_code=True) is None
+
+
+def test_repeated_shares_and_paragraphs():
+    from lit_pretrain.data.repetition import paragraphs, repeated_shares
+
+    assert repeated_shares([]) == (0.0, 0.0)
+    assert repeated_shares(["ab", "c", "ab", "ab"]) == (0.5, pytest.approx(4 / 7))
+    assert paragraphs("  one\ntwo \n\n\n three\n \t\nfour\n\n") == ["one\ntwo", "three", "four"]
+
+
+def reference_duplicate_ngram_fraction(words: list[str], n: int) -> float:
+    """Gopher's statistic computed the obvious way, to check the filter's shortcuts against."""
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    counts = Counter(grams)
+    covered = {i + k for i, gram in enumerate(grams) if counts[gram] > 1 for k in range(n)}
+    return sum(len(words[i]) for i in covered) / sum(map(len, words))
+
+
+def test_duplicate_ngram_fraction_boundary():
+    from lit_pretrain.data.repetition import duplicate_ngram_char_fraction
+
+    config = only(max_duplicate_ngram_fraction=GOPHER_NGRAM_LIMITS)
+    phrase = ["aaa", "bbb", "ccc", "ddd", "eee"]
+    fillers = unique_words(35, 4, "x") + unique_words(10, 3, "y")  # 170 characters
+    words = fillers[:20] + phrase + fillers[20:30] + phrase + fillers[30:]
+    # The phrase covers 30 of 200 characters both times: exactly 0.15.
+    assert duplicate_ngram_char_fraction(words, 5) == reference_duplicate_ngram_fraction(words, 5) == 0.15
+    assert dropped_by(config, " ".join(words)) is None
+    longer = [word.replace("aaa", "aaaa") for word in words]  # 32 of 202
+    assert dropped_by(config, " ".join(longer)) == "duplicate_5gram"
+    assert dropped_by(config, " ".join(longer), is_code=True) is None
+    assert dropped_by(only(max_duplicate_ngram_fraction=None), " ".join(longer)) is None
+    # Once is not a repetition.
+    assert dropped_by(config, " ".join(fillers[:20] + phrase + fillers[20:])) is None
+
+
+def test_the_first_exceeded_ngram_size_is_counted():
+    # A repeated 10-word phrase covers 60 of 500 characters (0.12) for every n from 5 to 10: under the
+    # limits for 5, 6 and 7, exactly at 8's, over 9's.
+    phrase = [f"p{i:02d}" for i in range(10)]
+    fillers = unique_words(110, 4)
+    words = fillers[:50] + phrase + fillers[50:80] + phrase + fillers[80:]
+    assert {reference_duplicate_ngram_fraction(words, n) for n in range(5, 11)} == {0.12}
+    assert dropped_by(only(max_duplicate_ngram_fraction=GOPHER_NGRAM_LIMITS), " ".join(words)) == (
+        "duplicate_9gram"
+    )
+    assert dropped_by(only(max_duplicate_ngram_fraction={10: 0.12}), " ".join(words)) is None
+
+
+@pytest.mark.parametrize("limits", [GOPHER_NGRAM_LIMITS, {5: 0.5, 7: 0.3, 10: 0.05}])
+def test_duplicate_ngram_shortcuts_never_change_a_decision(limits: dict[int, float]):
+    rng = random.Random(5)
+    config = only(max_duplicate_ngram_fraction=limits)
+    reasons = Counter()
+    for _ in range(150):
+        # Repeated phrases of various lengths among random words make every n-gram size the first
+        # one exceeded in some documents.
+        vocabulary = unique_words(rng.randint(20, 400), rng.randint(2, 9))
+        words = rng.choices(vocabulary, k=rng.randint(50, 250))
+        for _ in range(rng.randint(0, 3)):
+            start, length = rng.randrange(len(words) - 12), rng.randint(4, 12)
+            at = rng.randrange(len(words))
+            words[at:at] = words[start : start + length]
+        expected = next(
+            (
+                f"duplicate_{n}gram"
+                for n, limit in limits.items()
+                if reference_duplicate_ngram_fraction(words, n) > limit
+            ),
+            None,
+        )
+        assert dropped_by(config, " ".join(words)) == expected
+        reasons[expected] += 1
+    assert reasons[None] and len(reasons) >= 3, reasons
+
+
+def test_gopher_rules_leave_code_alone():
+    code = CODE + "\n".join(f"# {i} ...\nx{i} = [{i}] * 10  # ..." for i in range(60)) + "\n"
+    code += "\n".join(["- - -", "- - -"] * 30)
+    config = dataclasses.replace(FilterConfig(), min_words=10_000)
+    assert dropped_by(config, code, is_code=True) is None
+    assert dropped_by(config, code) == "min_words"
+
+
+def test_default_order_counts_repetition_before_statistics():
+    # Lines without stop words repeated: both the line and the stop-word rules would drop it.
+    text = "\n".join(["Buy cheap watches online now"] * 10 + ["Great prices every day"])
+    assert dropped_by(None, text) == "duplicate_lines"
+    assert dropped_by(FilterConfig(max_duplicate_line_fraction=None), text) == "duplicate_line_chars"
+
+
+def test_merge_counts_sums_the_new_counters():
+    total, worker = DocumentFilter(), DocumentFilter()
+    worker(" ".join(unique_words(60)), is_code=False)
+    total.merge_counts(worker.counts)
+    assert total.counts["stop_words"] == 1 and total.dropped == 1
+
+
+def test_from_dict_round_trips_the_duplicate_ngram_limits():
+    config = FilterConfig.from_dict({"max_duplicate_ngram_fraction": {"6": 0.2, 5: 0.3}, "min_words": 50})
+    assert config.max_duplicate_ngram_fraction == {5: 0.3, 6: 0.2}
+    assert FilterConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"min_words": -1}, r"min_words must be a non-negative integer or null, got -1$"),
+        ({"max_words": "10"}, r"max_words must be a non-negative integer or null"),
+        ({"min_words": 60, "max_words": 50}, r"min_words \(60\) must not exceed max_words \(50\)"),
+        ({"word_stats_min_words": None}, r"word_stats_min_words must be a non-negative integer, got None"),
+        ({"min_mean_word_length": -1}, r"min_mean_word_length must be a non-negative number or null"),
+        ({"max_mean_word_length": True}, r"max_mean_word_length must be a non-negative number"),
+        (
+            {"min_mean_word_length": 5, "max_mean_word_length": 4},
+            r"min_mean_word_length \(5\) must not exceed",
+        ),
+        ({"max_hash_word_ratio": "0.1"}, r"max_hash_word_ratio must be a non-negative number or null"),
+        ({"max_ellipsis_word_ratio": float("inf")}, r"max_ellipsis_word_ratio must be a non-negative number"),
+        ({"min_stop_words": 1.5}, r"min_stop_words must be a non-negative integer or null, got 1.5"),
+        ({"min_alpha_word_fraction": 1.5}, r"min_alpha_word_fraction must be a fraction in \[0, 1\]"),
+        ({"max_bullet_line_fraction": -0.1}, r"max_bullet_line_fraction must be a fraction"),
+        ({"max_ellipsis_line_fraction": "x"}, r"max_ellipsis_line_fraction must be a fraction"),
+        ({"max_duplicate_line_char_fraction": 2}, r"max_duplicate_line_char_fraction must be a fraction"),
+        ({"max_duplicate_paragraph_fraction": 2}, r"max_duplicate_paragraph_fraction must be a fraction"),
+        ({"max_duplicate_paragraph_char_fraction": -1}, r"max_duplicate_paragraph_char_fraction must be"),
+        ({"max_duplicate_ngram_fraction": [0.1]}, r"max_duplicate_ngram_fraction must map n to a fraction"),
+        ({"max_duplicate_ngram_fraction": {5: 1.5}}, r"max_duplicate_ngram_fraction\[5\] must be a fraction"),
+        (
+            {"max_duplicate_ngram_fraction": {"five": 0.1}},
+            r"max_duplicate_ngram_fraction: n must be a positive",
+        ),
+        ({"language_min_score": 1.5}, r"language_min_score must be a fraction in \[0, 1\]"),
+        ({"count_languages": "yes"}, r"count_languages must be true or false"),
+        ({"languages": "en"}, r"languages must be a non-empty list of language codes"),
+        ({"languages": []}, r"languages must be a non-empty list of language codes"),
+        ({"languages": ["en", 1]}, r"languages must be a non-empty list of language codes"),
+    ],
+)
+def test_from_dict_rejects_invalid_gopher_and_language_options(options: dict, message: str):
+    with pytest.raises(ValueError, match=message):
+        FilterConfig.from_dict(options)
