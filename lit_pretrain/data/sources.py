@@ -8,13 +8,20 @@ An input spec names one source:
 - a directory written by `datasets` `save_to_disk` (a Dataset, or the "train" split of a DatasetDict).
 - `code:PATH[:EXT,EXT...]`: every source file under a directory, one code document each; hidden
   directories (.git, .venv) and node_modules, __pycache__, venv, site-packages are skipped.
-- `hf:NAME[:SPLIT]`: a Hugging Face hub dataset, streamed (split "train" if not given; configs are not
-  supported), or `hf:PATH[:SPLIT]` for a local save_to_disk directory.
+- `hf:NAME[:SPLIT]` or `hf:NAME:CONFIG:SPLIT`: a Hugging Face hub dataset (or a local directory of data
+  files that `load_dataset` reads), streamed; split "train" if not given or empty, the default
+  configuration if CONFIG is not given or empty (`hf:NAME:CONFIG:` is CONFIG's train split). Hub names
+  hold no colon, so the number of colons after NAME tells the forms apart: one names a split, two a
+  configuration and a split. `hf:PATH[:SPLIT]` reads a local save_to_disk directory (which has no
+  configurations).
+- a URL with a protocol (`s3://bucket/corpus/`, `gcs://...`, `memory://...`, `file://...`): a file,
+  directory or glob on that fsspec filesystem, read as a local one (remote_sources.py).
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import glob
 import gzip
 import io
@@ -26,7 +33,10 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
 
 BUILTIN_CORPUS = "python-stdlib"
 TEXT_EXTENSIONS = (".txt", ".md", ".rst", ".py")
@@ -51,6 +61,8 @@ DEFAULT_CODE_EXTENSIONS = (
 # Directories that hold tooling state, installed dependencies or caches rather than the project's own code.
 SKIPPED_CODE_DIRS = frozenset({"node_modules", "__pycache__", "site-packages", "venv"})
 _EXTENSION = re.compile(r"\.?[A-Za-z0-9_+-]+")
+# `s3://`, `gcs://`, `memory://`, `file://`...: read through fsspec (remote_sources.py).
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 # How many malformed-record locations a report keeps; the count is always complete.
 MAX_LOCATIONS = 20
 
@@ -99,6 +111,11 @@ class ReadReport:
             "invalid_utf8_documents": self.invalid_utf8_documents,
             "malformed_records": {"count": self.malformed_records, "first": list(self.malformed_locations)},
         }
+
+
+def is_url(input_spec: str) -> bool:
+    """Whether an input names a file, directory or glob on an fsspec filesystem (`s3://bucket/x.jsonl`)."""
+    return _URL.match(input_spec) is not None
 
 
 def check_unique_id(document: Document, seen_ids: set[str]) -> None:
@@ -220,14 +237,27 @@ def input_files(
             yield Document(id=f"{source}:{relative}", source=source, origin=str(path), text=text)
 
 
-def _open_binary(path: Path) -> BinaryIO:
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rb")
-    if path.name.endswith(".zst"):
-        import zstandard
+@contextlib.contextmanager
+def open_binary(path: str | Path, fs: AbstractFileSystem | None = None) -> Iterator[BinaryIO]:
+    """The file's bytes, decompressed by its extension (.gz, .zst); on the fsspec filesystem `fs` if given."""
+    with open(path, "rb") if fs is None else fs.open(path, "rb") as raw:
+        name = str(path)
+        if name.endswith(".gz"):
+            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+                yield stream
+        elif name.endswith(".zst"):
+            import zstandard
 
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
-    return open(path, "rb")
+            reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=False)
+            with io.BufferedReader(reader) as stream:
+                yield stream
+        else:
+            yield raw
+
+
+def display_path(path: str | Path, fs: AbstractFileSystem | None = None) -> str:
+    """How a file is named in origins and messages: its path, or its URL on a remote filesystem."""
+    return str(path) if fs is None else fs.unstrip_protocol(str(path))
 
 
 def dotted_get(record: Any, dotted_path: str) -> Any:
@@ -241,14 +271,21 @@ def dotted_get(record: Any, dotted_path: str) -> Any:
 
 
 def jsonl_records(
-    path: Path, relative: str, source: str, report: ReadReport, text_field: str, id_field: str | None
+    path: str | Path,
+    relative: str,
+    source: str,
+    report: ReadReport,
+    text_field: str,
+    id_field: str | None,
+    fs: AbstractFileSystem | None = None,
 ) -> Iterator[Document]:
     """One document per JSON line; bad lines are counted with file:line and the rest is still read."""
-    with _open_binary(path) as lines:
+    name = display_path(path, fs)
+    with open_binary(path, fs) as lines:
         for line_number, raw in enumerate(lines, start=1):
             if not raw.strip():
                 continue
-            location = f"{path}:{line_number}"
+            location = f"{name}:{line_number}"
             try:
                 record = json.loads(report.decode(raw))
             except json.JSONDecodeError as err:
@@ -316,23 +353,31 @@ def record_documents(
 
 
 def parquet_records(
-    path: Path, relative: str, source: str, report: ReadReport, text_field: str, id_field: str | None
+    path: str | Path,
+    relative: str,
+    source: str,
+    report: ReadReport,
+    text_field: str,
+    id_field: str | None,
+    fs: AbstractFileSystem | None = None,
 ) -> Iterator[Document]:
     """One document per row, read a row group at a time so memory stays bounded on large files."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    try:
-        parquet_file = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as err:
-        raise ValueError(f"{path} is not a readable Parquet file: {err}") from err
-    with parquet_file:
-        columns = required_columns(parquet_file.schema_arrow.names, text_field, id_field, str(path))
+    name = display_path(path, fs)
+    with contextlib.ExitStack() as stack:
+        # A remote file is read through its seekable file object: only the footer and the row groups
+        # are fetched, not the whole file up front.
+        opened = path if fs is None else stack.enter_context(fs.open(path, "rb"))
+        try:
+            parquet_file = stack.enter_context(pq.ParquetFile(opened))
+        except (pa.ArrowException, OSError) as err:
+            raise ValueError(f"{name} is not a readable Parquet file: {err}") from err
+        columns = required_columns(parquet_file.schema_arrow.names, text_field, id_field, name)
         batches = parquet_file.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns)
         rows = (row for batch in batches for row in batch.to_pylist())
-        yield from record_documents(
-            rows, str(path), f"{source}:{relative}", source, report, text_field, id_field
-        )
+        yield from record_documents(rows, name, f"{source}:{relative}", source, report, text_field, id_field)
 
 
 def parse_code_spec(input_spec: str) -> tuple[Path, tuple[str, ...]]:
@@ -453,19 +498,41 @@ def saved_dataset_documents(
     )
 
 
-def parse_hf_spec(input_spec: str) -> tuple[str, str | None]:
-    """The dataset name (or save_to_disk path) and split of `hf:NAME[:SPLIT]`; split None when not given."""
+class HfSpec(NamedTuple):
+    """The parts of an `hf:` input; None where the spec leaves the configuration or split to the default."""
+
+    name: str
+    config: str | None
+    split: str | None
+
+
+def parse_hf_spec(input_spec: str) -> HfSpec:
+    """The dataset name (or local path), configuration and split of `hf:NAME[:SPLIT]` or `hf:NAME:CONFIG:SPLIT`."""
     rest = input_spec.removeprefix(HF_PREFIX)
     if is_saved_dataset(Path(rest).expanduser()):
-        return rest, None
+        return HfSpec(rest, None, None)
     path_part, colon, split = rest.rpartition(":")
     if colon and is_saved_dataset(Path(path_part).expanduser()):
-        return path_part, split or None
-    # Hub names hold no colon, so the first one starts the split.
-    name, _, split = rest.partition(":")
+        return HfSpec(path_part, None, split or None)
+    saved_part = path_part.rpartition(":")[0]
+    if saved_part and is_saved_dataset(Path(saved_part).expanduser()):
+        raise ValueError(
+            f"input {input_spec!r}: {saved_part} is a save_to_disk directory, which has no configurations: "
+            f"use hf:{saved_part}:SPLIT"
+        )
+    # Hub names hold no colon, so the first one ends the name and the number of parts after it tells a
+    # split (one) from a configuration and a split (two).
+    name, *parts = rest.split(":")
     if not name:
-        raise ValueError(f"input {input_spec!r} names no dataset: use hf:NAME or hf:NAME:SPLIT")
-    return name, split or None
+        raise ValueError(
+            f"input {input_spec!r} names no dataset: use hf:NAME, hf:NAME:SPLIT or hf:NAME:CONFIG:SPLIT"
+        )
+    if len(parts) > 2:
+        raise ValueError(
+            f"input {input_spec!r} has too many parts: use hf:NAME, hf:NAME:SPLIT or hf:NAME:CONFIG:SPLIT"
+        )
+    config, split = parts if len(parts) == 2 else (None, parts[0] if parts else None)
+    return HfSpec(name, config or None, split or None)
 
 
 def hub_documents(
@@ -475,12 +542,15 @@ def hub_documents(
     name: str | None = None,
     text_field: str = "text",
     id_field: str | None = None,
+    config: str | None = None,
 ) -> Iterator[Document]:
-    """One document per row of a Hugging Face hub dataset, streamed so nothing is downloaded up front."""
+    """One document per row of a Hugging Face hub dataset (of `config`, if given), streamed so nothing is
+    downloaded up front."""
     datasets = _import_datasets()
     source = name or dataset_name
+    described = f"{dataset_name!r}" + (f" configuration {config!r}" if config else "") + f" split {split!r}"
     try:
-        dataset = datasets.load_dataset(dataset_name, split=split, streaming=True)
+        dataset = datasets.load_dataset(dataset_name, name=config, split=split, streaming=True)
     except ConnectionError as err:
         offline = [
             v for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE") if os.environ.get(v, "") not in ("", "0")
@@ -491,11 +561,17 @@ def hub_documents(
             else "no connection (set HF_DATASETS_OFFLINE=1 to fail at once instead of retrying when offline)"
         )
         raise ConnectionError(
-            f"cannot open Hugging Face dataset {dataset_name!r} split {split!r}: {reason}. To work offline, "
+            f"cannot open Hugging Face dataset {described}: {reason}. To work offline, "
             "save it with `save_to_disk` on a connected machine and pass that directory as the input. "
             f"({err})"
         ) from err
-    location = f"{HF_PREFIX}{dataset_name}:{split}"
+    except ValueError as err:
+        # datasets names the configurations or splits there are; the hint is how to pick one here.
+        raise ValueError(
+            f"cannot open Hugging Face dataset {described}: {err} "
+            "(pick a configuration and split with hf:NAME:CONFIG:SPLIT)"
+        ) from err
+    location = f"{HF_PREFIX}{dataset_name}:" + (f"{config}:" if config else "") + split
     # Streaming datasets may not know their columns before the first row; then there is nothing to check.
     if dataset.column_names is not None:
         columns = required_columns(dataset.column_names, text_field, id_field, location)
@@ -517,6 +593,11 @@ def _source_name(input_spec: str) -> str:
     return "text"
 
 
+def remote_source_name(url: str) -> str:
+    """`s3://bucket/dumps/web-*.jsonl.zst` -> `web`: named as a local input with that path would be."""
+    return _source_name(url.split("://", 1)[1])
+
+
 def documents_for(
     input_spec: str, report: ReadReport, text_field: str = "text", id_field: str | None = None
 ) -> list[tuple[str, Iterator[Document]]]:
@@ -530,17 +611,26 @@ def documents_for(
         root, extensions = parse_code_spec(input_spec)
         name = _code_source_name(root)
         return [(name, code_tree(root, report, extensions, name=name))]
+    # Before the hf: prefix, which `hf://` URLs (the Hub's fsspec filesystem) also start with.
+    if is_url(input_spec):
+        # Imported here: remote_sources reads through this module's readers.
+        from lit_pretrain.data.remote_sources import remote_input_files
+
+        name = remote_source_name(input_spec)
+        return [(name, remote_input_files(input_spec, report, name, text_field, id_field))]
     if input_spec.startswith(HF_PREFIX):
-        dataset_name, split = parse_hf_spec(input_spec)
-        local = Path(dataset_name).expanduser()
+        spec = parse_hf_spec(input_spec)
+        local = Path(spec.name).expanduser()
         if is_saved_dataset(local):
-            name = _source_name(dataset_name)
-            stream = saved_dataset_documents(local, report, name, text_field, id_field, split=split)
+            name = _source_name(spec.name)
+            stream = saved_dataset_documents(local, report, name, text_field, id_field, split=spec.split)
         else:
             # load_dataset also reads a local directory of data files; name it like any local input.
-            name = _source_name(dataset_name) if local.exists() else dataset_name
+            name = _source_name(spec.name) if local.exists() else spec.name
+            # Each configuration is its own source: its shards, ids and mixing weight are apart.
+            name = f"{name}-{spec.config}" if spec.config else name
             stream = hub_documents(
-                dataset_name, report, split or DEFAULT_HF_SPLIT, name, text_field, id_field
+                spec.name, report, spec.split or DEFAULT_HF_SPLIT, name, text_field, id_field, spec.config
             )
         return [(name, stream)]
     if is_saved_dataset(Path(input_spec).expanduser()):

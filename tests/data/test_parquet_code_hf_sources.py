@@ -253,8 +253,8 @@ def test_record_documents_reads_an_in_memory_dataset():
 
 
 def test_hf_spec_parsing(tmp_path: Path):
-    assert parse_hf_spec("hf:user/corpus") == ("user/corpus", None)
-    assert parse_hf_spec("hf:user/corpus:validation") == ("user/corpus", "validation")
+    assert parse_hf_spec("hf:user/corpus") == ("user/corpus", None, None)
+    assert parse_hf_spec("hf:user/corpus:validation") == ("user/corpus", None, "validation")
     with pytest.raises(ValueError, match="names no dataset"):
         parse_hf_spec("hf::train")
 
