@@ -36,8 +36,8 @@ apart by a salt) with the file and line of each one's first occurrence, 20 bytes
 prefilter of 16 one-byte slots an n-gram (64 KiB to 64 MiB) addressed by a hash's top bits, which rules
 out most of a document's n-grams before the binary search. Two different n-grams share a hash with
 probability about 2**-64. All three shipped tasks index 20,280 n-grams in under 0.1 s and 0.9 MB.
-Throughput (one core, docs/data.md): about 50-70 MB/s on the standard library's code (18 KB a file),
-8-13 MB/s on its docstrings, where a fixed ~20 us a document dominates (240 bytes on average).
+Throughput (one core, docs/data.md): 65-100 MB/s on the standard library's code (18 KB a file), 13-20
+MB/s on its docstrings, where a fixed 11-18 us a document dominates (240 bytes on average).
 """
 
 from __future__ import annotations
