@@ -70,6 +70,7 @@ def _empty_source_stats() -> dict[str, Any]:
         "malformed_records": 0,
         "filtered": {},
         "cleaned": {},
+        "language_counts": {},
         "train": {"documents": 0, "tokens": 0},
         "val": {"documents": 0, "tokens": 0},
     }
@@ -343,11 +344,11 @@ class _Pipeline:
         batches = batched(self._read_documents(progress), lambda item: item[1].text)
         payloads = ((batch, [(name, d.is_code, d.text) for name, d in batch]) for batch in batches)
         in_flight = BATCHES_IN_FLIGHT_PER_PROCESS * self.num_proc
-        for batch, (results, counts) in ordered_map(self._screen, payloads, self.pool, in_flight):
+        for batch, (results, counts, languages) in ordered_map(self._screen, payloads, self.pool, in_flight):
             for name, source_counts in counts.items():
-                self.filters.setdefault(name, DocumentFilter(self.options.filters)).merge_counts(
-                    source_counts
-                )
+                document_filter = self.filters.setdefault(name, DocumentFilter(self.options.filters))
+                document_filter.merge_counts(source_counts)
+                document_filter.merge_language_counts(languages[name])
             for (name, document), (text, keys) in zip(batch, results, strict=True):
                 if text is None:
                     continue
@@ -367,6 +368,7 @@ class _Pipeline:
             self.stats[name]["cleaned"] = {
                 k: v for k, v in document_filter.counts.items() if k in CLEANING_COUNTERS and v
             }
+            self.stats[name]["language_counts"] = dict(sorted(document_filter.language_counts.items()))
         if not sum(s["documents_kept"] for s in self.stats.values()):
             dropped = {k: v for f in self.filters.values() for k, v in _drops(f).items()}
             dropped.update({k: v for k, v in self.deduplicator.counts.items() if v})
@@ -504,11 +506,15 @@ class _Pipeline:
         }
         filtered_total: dict[str, int] = {}
         cleaned_total: dict[str, int] = {}
+        language_total: dict[str, int] = {}
         for source in stats.values():
-            for key, count in source["filtered"].items():
-                filtered_total[key] = filtered_total.get(key, 0) + count
-            for key, count in source["cleaned"].items():
-                cleaned_total[key] = cleaned_total.get(key, 0) + count
+            for total, key in (
+                (filtered_total, "filtered"),
+                (cleaned_total, "cleaned"),
+                (language_total, "language_counts"),
+            ):
+                for name, count in source[key].items():
+                    total[name] = total.get(name, 0) + count
         return {
             "format_version": FORMAT_VERSION,
             "inputs": self.inputs,
@@ -524,6 +530,7 @@ class _Pipeline:
             "near_duplicates": self.deduplicator.counts["near_duplicates"],
             "filtered": dict(sorted(filtered_total.items())),
             "cleaned": dict(sorted(cleaned_total.items())),
+            "language_counts": dict(sorted(language_total.items())),
             "tokens_train": totals["train"]["tokens"],
             "tokens_val": totals["val"]["tokens"],
             "splits": totals,

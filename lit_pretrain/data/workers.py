@@ -33,8 +33,11 @@ T = TypeVar("T")
 
 # (source name, is_code, text) of a document to screen.
 ScreenItem = tuple[str, bool, str]
-# Each document's cleaned text (None: a filter dropped it) and dedup keys, and each source's filter counts.
-ScreenedBatch = tuple[list[tuple[str | None, DedupKeys | None]], dict[str, dict[str, int]]]
+# Each document's cleaned text (None: a filter dropped it) and dedup keys; each source's filter counts and
+# identified-language counts.
+ScreenedBatch = tuple[
+    list[tuple[str | None, DedupKeys | None]], dict[str, dict[str, int]], dict[str, dict[str, int]]
+]
 
 
 class Screener:
@@ -55,7 +58,8 @@ class Screener:
                 document_filter = by_source[source] = DocumentFilter(self.filters)
             cleaned = document_filter(text, is_code)
             results.append((cleaned, None if cleaned is None else self.keys(cleaned)))
-        return results, {source: f.counts for source, f in by_source.items()}
+        counts = {source: f.counts for source, f in by_source.items()}
+        return results, counts, {source: f.language_counts for source, f in by_source.items()}
 
 
 class Encoder:

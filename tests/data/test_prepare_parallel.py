@@ -59,7 +59,11 @@ def test_two_processes_write_the_bytes_one_process_writes(
     monkeypatch.setattr(workers, "BATCH_DOCUMENTS", 32)
     options = dict(vocab_size=400, val_fraction=0.05, dedup={"exact": True, "near": True})
     one = prepare(mixed_inputs, tmp_path / "one", **options)
-    assert one["exact_duplicates"] == 2 and one["near_duplicates"] == 1 and one["malformed_records"]["count"] == 1
+    assert (
+        one["exact_duplicates"] == 2
+        and one["near_duplicates"] == 1
+        and one["malformed_records"]["count"] == 1
+    )
     assert one["filtered"] and one["cleaned"], "the filters and the cleaning ran"
     if given_tokenizer:
         options["tokenizer"] = tmp_path / "one" / "tokenizer.json"
@@ -99,3 +103,18 @@ def test_ordered_map_keeps_order_and_bounds_the_work_in_flight():
         first = next(results)
         assert first == (0, 0) and len(consumed) == 3, "only the window was read ahead"
         assert [first, *results] == [(i, i * i) for i in range(20)]
+
+
+def test_identified_languages_are_counted_per_source_with_any_number_of_processes(tmp_path: Path):
+    english = "The committee met on Tuesday and agreed that the new library should open in the spring. " * 3
+    french = (
+        "Le comité s'est réuni mardi et a convenu que la nouvelle bibliothèque ouvrirait au printemps. " * 3
+    )
+    write_jsonl_texts(tmp_path / "news.jsonl", [english, french, english.replace("Tuesday", "Friday")])
+    options = dict(vocab_size=300, val_fraction=0, filters={"count_languages": True, "min_stop_words": None})
+    for num_proc in (1, 2):
+        manifest = prepare(
+            [str(tmp_path / "news.jsonl")], tmp_path / f"out{num_proc}", num_proc=num_proc, **options
+        )
+        assert manifest["sources"]["news"]["language_counts"] == {"en": 2, "fr": 1}
+        assert manifest["language_counts"] == {"en": 2, "fr": 1}
