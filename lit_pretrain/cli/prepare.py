@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import types
@@ -11,6 +12,7 @@ from typing import Any
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
+from lit_pretrain.data.decontaminate import DecontaminationConfig
 from lit_pretrain.data.dedup import DedupConfig
 from lit_pretrain.data.filters import FilterConfig
 from lit_pretrain.data.manifest import summary_lines
@@ -20,6 +22,9 @@ from lit_pretrain.data.prepare import prepare
 BOOL_WORDS = frozenset({"true", "false", "yes", "no", "on", "off"})
 # Options whose value, if any, is attached with `=` (`--print_config=skip_null`).
 ATTACHED_VALUE_ONLY = ("--print_config",)
+# List options that take every bare word after them: evaluation files read as training inputs would put
+# the evaluation data into the training set.
+GREEDY_LISTS = ("--decontaminate",)
 
 
 def build_parser() -> ArgumentParser:
@@ -81,6 +86,21 @@ def build_parser() -> ArgumentParser:
         help="deduplication (docs/data.md): --dedup.NAME VALUE, or --dedup '{NAME: VALUE, ...}'",
     )
     parser.add_argument(
+        "--decontaminate",
+        type=list[str],
+        default=[],
+        help="evaluation data whose 13-word sequences no training document may contain (docs/data.md): "
+        "task JSONL, JSONL with a text field, or text files, directories, globs: --decontaminate FILE..., "
+        "(every bare word up to the next option), repeated for more, or a YAML list",
+    )
+    parser.add_argument(
+        "--decontamination",
+        type=DecontaminationConfig,
+        default=DecontaminationConfig(),
+        help="decontamination settings (docs/data.md): --decontamination.NAME VALUE (ngram, min_words, "
+        "choices, text_unit, text_field, files)",
+    )
+    parser.add_argument(
         "--num_workers",
         type=int | None,
         default=None,
@@ -136,6 +156,10 @@ def rewrite_argv(parser: ArgumentParser, argv: list[str]) -> list[str]:
             index += int(given)
         elif index == len(argv):
             options.append(token)  # the parser says what is missing
+        elif kind == "list" and option in GREEDY_LISTS:
+            while index < len(argv) and not argv[index].startswith("-"):
+                options.extend(_list_option(option, argv[index], given_lists))
+                index += 1
         else:
             value = argv[index]
             index += 1
@@ -214,6 +238,9 @@ def main(argv: list[str]) -> None:
         val_inputs=args.val_inputs,
         filters=args.filters,
         dedup=args.dedup,
+        decontamination=dataclasses.replace(
+            args.decontamination, files=[*args.decontamination.files, *args.decontaminate]
+        ),
         num_proc=args.num_proc,
     )
     print("\n".join(summary_lines(manifest)))

@@ -98,6 +98,10 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
     ]
     if manifest["filtered"]:
         lines.append("filtered: " + ", ".join(f"{k} {v:,}" for k, v in manifest["filtered"].items()))
+    decontamination = manifest.get("decontamination")
+    if decontamination and decontamination["dropped"]:
+        by_file = ", ".join(f"{path} {count:,}" for path, count in decontamination["by_file"].items())
+        lines.append(f"decontaminated: {decontamination['dropped']:,} ({by_file})")
     malformed = manifest["malformed_records"]
     lines.append(
         f"empty documents: {manifest['empty_documents']:,}   invalid UTF-8 (replaced): "

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from lit_pretrain.data.decontaminate import DecontaminationConfig, DecontaminationIndex, Decontaminator
 from lit_pretrain.data.dedup import DedupConfig, Deduplicator
 from lit_pretrain.data.encode import encode_records, token_dtype
 from lit_pretrain.data.filters import CONTROL_CHARS_REMOVED, NFC_CHANGED, DocumentFilter, FilterConfig
@@ -65,6 +66,7 @@ def _empty_source_stats() -> dict[str, Any]:
     return {
         "documents_in": 0,
         "documents_kept": 0,
+        "decontaminated": 0,
         "exact_duplicates": 0,
         "near_duplicates": 0,
         "malformed_records": 0,
@@ -176,6 +178,7 @@ class PrepareOptions:
     id_field: str | None = None
     filters: FilterConfig = field(default_factory=FilterConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
@@ -199,11 +202,12 @@ def prepare(
     dedup: DedupConfig | Mapping[str, Any] | None = None,
     val_inputs: Sequence[str] = (),
     num_proc: int = 1,
+    decontamination: DecontaminationConfig | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Prepare `inputs` into per-source train/val litdata shards, `tokenizer.json` and `manifest.json`.
 
     Documents of `val_inputs` all go to validation, each of those inputs being its own named source.
-    `filters` and `dedup` may be given as plain mappings (YAML sections). With `num_proc` > 1, cleaning,
+    `filters`, `dedup` and `decontamination` may be given as plain mappings (YAML sections). With `num_proc` > 1, cleaning,
     filters, dedup keys and tokenization run in that many processes; the output is the same byte for
     byte. Returns the manifest.
     """
@@ -226,15 +230,18 @@ def prepare(
         id_field=id_field,
         filters=_as_config(filters, FilterConfig),
         dedup=_as_config(dedup, DedupConfig),
+        decontamination=_as_config(decontamination, DecontaminationConfig),
     )
+    # Built once, before any output: an unreadable or malformed evaluation file fails the run at once.
+    index = DecontaminationIndex(options.decontamination) if options.decontamination.enabled else None
     # Everything is written beside the target and renamed at the end: a half-written dataset never
     # sits where training looks for one, and a rerun after a crash starts from scratch.
     partial_dir = output_dir.with_name(output_dir.name + ".partial")
     shutil.rmtree(partial_dir, ignore_errors=True)
     (partial_dir / "_work").mkdir(parents=True)
-    pool = start_pool(num_proc, options.filters, options.dedup) if num_proc > 1 else None
+    pool = start_pool(num_proc, options.filters, options.dedup, index) if num_proc > 1 else None
     try:
-        manifest = _Pipeline(partial_dir, inputs, val_inputs, options, pool, num_proc).run()
+        manifest = _Pipeline(partial_dir, inputs, val_inputs, options, pool, num_proc, index).run()
     except BaseException:
         shutil.rmtree(partial_dir, ignore_errors=True)
         raise
@@ -274,12 +281,21 @@ class _Pipeline:
         options: PrepareOptions,
         pool: Executor | None = None,
         num_proc: int = 1,
+        decontamination: DecontaminationIndex | None = None,
     ):
         self.out = out
         # Worker processes for screening and encoding (None: all in this process).
         self.pool = pool
         self.num_proc = num_proc
-        self._screen = screen_in_worker if pool is not None else Screener(options.filters, options.dedup)
+        self._screen = (
+            screen_in_worker
+            if pool is not None
+            else Screener(options.filters, options.dedup, decontamination)
+        )
+        # Matches are counted here, in input order, so the report's examples do not depend on num_proc.
+        self.decontaminator = (
+            Decontaminator(options.decontamination, decontamination) if decontamination is not None else None
+        )
         self.work = out / "_work"
         self.inputs = list(inputs)
         self.val_inputs = list(val_inputs)
@@ -349,10 +365,14 @@ class _Pipeline:
                 document_filter = self.filters.setdefault(name, DocumentFilter(self.options.filters))
                 document_filter.merge_counts(source_counts)
                 document_filter.merge_language_counts(languages[name])
-            for (name, document), (text, keys) in zip(batch, results, strict=True):
+            for (name, document), (text, keys, contaminated) in zip(batch, results, strict=True):
                 if text is None:
                     continue
                 source = self.stats[name]
+                if contaminated is not None:
+                    self.decontaminator.report.record(document.id, contaminated)
+                    source["decontaminated"] += 1
+                    continue
                 duplicate = self.deduplicator.decide(keys)
                 if duplicate is not None:
                     source[f"{duplicate}_duplicates"] += 1
@@ -372,10 +392,13 @@ class _Pipeline:
         if not sum(s["documents_kept"] for s in self.stats.values()):
             dropped = {k: v for f in self.filters.values() for k, v in _drops(f).items()}
             dropped.update({k: v for k, v in self.deduplicator.counts.items() if v})
+            if self.decontaminator is not None and self.decontaminator.report.dropped:
+                dropped["decontaminated"] = self.decontaminator.report.dropped
             reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(dropped.items())) or "none"
             raise ValueError(
                 f"no documents left after filtering and deduplication ({self.report.documents_in:,} read; "
-                f"dropped by: {reasons}): loosen those settings with --filters / --dedup (see docs/data.md) "
+                f"dropped by: {reasons}): loosen those settings with --filters / --dedup / --decontamination "
+                "(see docs/data.md) "
                 "or check the inputs"
             )
 
@@ -537,6 +560,7 @@ class _Pipeline:
             "sources": {name: dict(s, is_code=name in self.code_sources) for name, s in stats.items()},
             "filter_config": asdict(self.options.filters),
             "dedup_config": asdict(self.options.dedup),
+            "decontamination": self.decontaminator.to_manifest() if self.decontaminator is not None else None,
             **self.report.to_manifest(),
         }
 

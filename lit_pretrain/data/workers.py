@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from lit_pretrain.data.decontaminate import DecontaminationIndex, EvalLocation
 from lit_pretrain.data.dedup import DedupConfig, DedupKeys, Deduplicator
 from lit_pretrain.data.encode import encode_texts
 from lit_pretrain.data.filters import DocumentFilter, FilterConfig
@@ -33,31 +34,43 @@ T = TypeVar("T")
 
 # (source name, is_code, text) of a document to screen.
 ScreenItem = tuple[str, bool, str]
-# Each document's cleaned text (None: a filter dropped it) and dedup keys; each source's filter counts and
-# identified-language counts.
+# Each document's cleaned text (None: a filter dropped it), dedup keys and the evaluation example it shares
+# an n-gram with (None: none, or no decontamination); each source's filter counts and identified-language
+# counts.
 ScreenedBatch = tuple[
-    list[tuple[str | None, DedupKeys | None]], dict[str, dict[str, int]], dict[str, dict[str, int]]
+    list[tuple[str | None, DedupKeys | None, EvalLocation | None]],
+    dict[str, dict[str, int]],
+    dict[str, dict[str, int]],
 ]
 
 
 class Screener:
-    """Cleans and filters documents and computes their dedup keys: everything before the order-bound
-    duplicate decision. One per process (it keeps scratch arrays between calls)."""
+    """Cleans and filters documents, checks them against the evaluation data and computes their dedup keys:
+    everything before the order-bound duplicate decision. One per process (it keeps scratch arrays between
+    calls)."""
 
-    def __init__(self, filters: FilterConfig, dedup: DedupConfig) -> None:
+    def __init__(
+        self, filters: FilterConfig, dedup: DedupConfig, decontamination: DecontaminationIndex | None = None
+    ) -> None:
         self.filters = filters
         self.keys = Deduplicator(dedup).keys
+        self.decontamination = decontamination
 
     def __call__(self, batch: list[ScreenItem]) -> ScreenedBatch:
         """Screen a batch; filter counts come back per source, to be summed by the caller."""
         by_source: dict[str, DocumentFilter] = {}
-        results: list[tuple[str | None, DedupKeys | None]] = []
+        results: list[tuple[str | None, DedupKeys | None, EvalLocation | None]] = []
         for source, is_code, text in batch:
             document_filter = by_source.get(source)
             if document_filter is None:
                 document_filter = by_source[source] = DocumentFilter(self.filters)
             cleaned = document_filter(text, is_code)
-            results.append((cleaned, None if cleaned is None else self.keys(cleaned)))
+            if cleaned is None:
+                results.append((None, None, None))
+                continue
+            # Matched here, in parallel; the caller counts it in input order, before the dedup decision.
+            match = self.decontamination.match(cleaned) if self.decontamination is not None else None
+            results.append((cleaned, None if match is not None else self.keys(cleaned), match))
         counts = {source: f.counts for source, f in by_source.items()}
         return results, counts, {source: f.language_counts for source, f in by_source.items()}
 
@@ -86,12 +99,14 @@ def _tokenizer(path: Path) -> Any:
     return _tokenizers[path]
 
 
-def _start_worker(filters: FilterConfig, dedup: DedupConfig) -> None:
+def _start_worker(
+    filters: FilterConfig, dedup: DedupConfig, decontamination: DecontaminationIndex | None
+) -> None:
     global _screener
     # One tokenizer thread per process: the processes are the parallelism. Read when the tokenizer's
     # thread pool first starts, which is after this.
     os.environ["RAYON_NUM_THREADS"] = "1"
-    _screener = Screener(filters, dedup)
+    _screener = Screener(filters, dedup, decontamination)
 
 
 def screen_in_worker(batch: list[ScreenItem]) -> ScreenedBatch:
@@ -100,8 +115,13 @@ def screen_in_worker(batch: list[ScreenItem]) -> ScreenedBatch:
     return _screener(batch)
 
 
-def start_pool(num_proc: int, filters: FilterConfig, dedup: DedupConfig) -> ProcessPoolExecutor:
-    """`num_proc` worker processes, each with its own Screener.
+def start_pool(
+    num_proc: int,
+    filters: FilterConfig,
+    dedup: DedupConfig,
+    decontamination: DecontaminationIndex | None = None,
+) -> ProcessPoolExecutor:
+    """`num_proc` worker processes, each with its own Screener (and a copy of the decontamination index).
 
     Spawned, not forked: the parent may hold threads (the tokenizer's, a reader's) that a fork would copy
     in whatever state they were.
@@ -110,7 +130,7 @@ def start_pool(num_proc: int, filters: FilterConfig, dedup: DedupConfig) -> Proc
         max_workers=num_proc,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,
-        initargs=(filters, dedup),
+        initargs=(filters, dedup, decontamination),
     )
 
 
