@@ -108,4 +108,11 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
         f"{manifest['invalid_utf8_documents']:,}   malformed records: {malformed['count']:,}"
     )
     lines.extend(f"  malformed: {location}" for location in malformed["first"])
+    # Older manifests have no such key.
+    unread = manifest.get("unread_files") or {}
+    if unread:
+        counts = ", ".join(
+            f"{extension or '(no extension)'} {count:,}" for extension, count in unread.items()
+        )
+        lines.append(f"files not read (extension prepare does not read): {counts}")
     return lines

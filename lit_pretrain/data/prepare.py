@@ -27,7 +27,7 @@ from lit_pretrain.data.filters import CONTROL_CHARS_REMOVED, NFC_CHANGED, Docume
 from lit_pretrain.data.manifest import FORMAT_VERSION, TOKENIZER_NAME, write_manifest
 from lit_pretrain.data.progress import Progress
 from lit_pretrain.data.shards import TokenFileWriter, write_shards
-from lit_pretrain.data.sources import Document, ReadReport, check_unique_id, documents_for
+from lit_pretrain.data.sources import Document, ReadReport, SeenIds, check_unique_id, documents_for
 from lit_pretrain.data.tokenizer import (
     find_eos_id,
     find_special_id,
@@ -113,7 +113,7 @@ def read_documents(
 ) -> list[Document]:
     """All non-empty documents of all inputs, in input order (unfiltered); for tests and inspection."""
     report = report if report is not None else ReadReport()
-    documents, seen_ids = [], set()
+    documents, seen_ids = [], SeenIds()
     for _, _, document in iter_documents(inputs, report, max_documents_per_source, text_field, id_field):
         if document is not None:
             check_unique_id(document, seen_ids)
@@ -320,7 +320,7 @@ class _Pipeline:
         of reading: validation-only sources, documents in, malformed records, unique ids."""
         options = self.options
         malformed_before = 0
-        seen_ids: set[str] = set()
+        seen_ids = SeenIds()
         documents = iter_documents(
             self.inputs + self.val_inputs,
             self.report,

@@ -24,6 +24,7 @@ import ast
 import contextlib
 import glob
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -34,6 +35,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
+
+from lit_pretrain.data.keyset import KeyTable
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -88,12 +91,20 @@ class ReadReport:
     invalid_utf8_documents: int = 0
     malformed_records: int = 0
     malformed_locations: list[str] = field(default_factory=list)
+    # Files an input directory or glob holds but prepare does not read, by extension (".yaml", "" for none).
+    unread_files: dict[str, int] = field(default_factory=dict)
 
     def malformed(self, location: str, reason: str) -> None:
         """Count one unusable record and keep its location (file:line) while there is room."""
         self.malformed_records += 1
         if len(self.malformed_locations) < MAX_LOCATIONS:
             self.malformed_locations.append(f"{location}: {reason}")
+
+    def unread(self, paths: Iterable[Path]) -> None:
+        """Count files that were passed over, by their extension."""
+        for path in paths:
+            extension = path.suffix.lower()
+            self.unread_files[extension] = self.unread_files.get(extension, 0) + 1
 
     def decode(self, data: bytes) -> str:
         """UTF-8 text, with invalid bytes replaced by U+FFFD and the document counted."""
@@ -110,6 +121,7 @@ class ReadReport:
             "empty_documents": self.empty_documents,
             "invalid_utf8_documents": self.invalid_utf8_documents,
             "malformed_records": {"count": self.malformed_records, "first": list(self.malformed_locations)},
+            "unread_files": dict(sorted(self.unread_files.items(), key=lambda item: (-item[1], item[0]))),
         }
 
 
@@ -118,14 +130,27 @@ def is_url(input_spec: str) -> bool:
     return _URL.match(input_spec) is not None
 
 
-def check_unique_id(document: Document, seen_ids: set[str]) -> None:
+class SeenIds:
+    """Document ids seen so far, as 128-bit hashes in one numpy table: 32-64 bytes an id and no Python
+    object each, so a billion documents do not need a billion strings. Two ids colliding in 128 bits is
+    about as likely as 2**-60 for a billion ids."""
+
+    def __init__(self) -> None:
+        self._hashes = KeyTable(words=2)
+
+    def add(self, document_id: str) -> bool:
+        """Remember an id; False if it was seen before."""
+        digest = hashlib.blake2b(document_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        return self._hashes.add_new(int.from_bytes(digest, "little"))
+
+
+def check_unique_id(document: Document, seen_ids: SeenIds) -> None:
     """Add the document's id to `seen_ids`; an id already there is an error naming the second copy."""
-    if document.id in seen_ids:
+    if not seen_ids.add(document.id):
         raise ValueError(
             f"document id {document.id!r} ({document.origin}) occurs twice: the same input was given "
             "twice, or --id_field is not unique"
         )
-    seen_ids.add(document.id)
 
 
 def stdlib_python_files() -> list[Path]:
@@ -194,8 +219,11 @@ def python_stdlib_prose(report: ReadReport, name: str = "python-stdlib-prose") -
         )
 
 
-def expand_paths(pattern: str, extensions: Iterable[str] = TEXT_EXTENSIONS) -> list[Path]:
-    """Files named by a file path, a directory (searched recursively) or a glob, sorted."""
+def expand_paths(
+    pattern: str, extensions: Iterable[str] = TEXT_EXTENSIONS, report: ReadReport | None = None
+) -> list[Path]:
+    """Files named by a file path, a directory (searched recursively) or a glob, sorted; the files passed
+    over for their extension are counted in `report` if given."""
     path = Path(pattern).expanduser()
     if path.is_file():
         return [path]
@@ -204,6 +232,8 @@ def expand_paths(pattern: str, extensions: Iterable[str] = TEXT_EXTENSIONS) -> l
     else:
         candidates = [Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file()]
     suffixes = tuple(extensions)
+    if report is not None:
+        report.unread(p for p in candidates if not p.name.endswith(suffixes))
     return sorted(p for p in candidates if p.name.endswith(suffixes))
 
 
@@ -217,7 +247,7 @@ def input_files(
     """Documents of every file under a path, directory or glob: a text file is one document, a JSONL
     file one document per line, a Parquet file one document per row."""
     extensions = TEXT_EXTENSIONS + JSONL_EXTENSIONS + PARQUET_EXTENSIONS
-    files = expand_paths(pattern, extensions)
+    files = expand_paths(pattern, extensions, report)
     if not files:
         raise FileNotFoundError(
             f"input {pattern!r} matches no file with extension {', '.join(extensions)}: "
@@ -396,18 +426,24 @@ def parse_code_spec(input_spec: str) -> tuple[Path, tuple[str, ...]]:
     return Path(rest).expanduser(), chosen
 
 
-def code_files(root: Path, extensions: Iterable[str] = DEFAULT_CODE_EXTENSIONS) -> list[Path]:
+def code_files(
+    root: Path, extensions: Iterable[str] = DEFAULT_CODE_EXTENSIONS, report: ReadReport | None = None
+) -> list[Path]:
     """Files under `root` with one of the extensions (case-insensitive), skipping hidden directories
-    (.git, .venv, ...) and SKIPPED_CODE_DIRS (node_modules, __pycache__, ...), in a stable order."""
+    (.git, .venv, ...) and SKIPPED_CODE_DIRS (node_modules, __pycache__, ...), in a stable order; other
+    files in the directories searched are counted in `report` if given."""
     suffixes = tuple(e.lower() for e in extensions)
-    files = []
+    files, passed_over = [], []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIPPED_CODE_DIRS)
         for filename in sorted(filenames):
             path = Path(dirpath) / filename
             # is_file() also drops sockets and FIFOs, which would block a read.
-            if filename.lower().endswith(suffixes) and path.is_file():
-                files.append(path)
+            if not path.is_file():
+                continue
+            (files if filename.lower().endswith(suffixes) else passed_over).append(path)
+    if report is not None:
+        report.unread(passed_over)
     # Sorted by path like expand_paths, not in walk order (a directory's files before its subdirectories).
     return sorted(files)
 
@@ -423,7 +459,7 @@ def code_tree(
     if not root.is_dir():
         raise NotADirectoryError(f"code input {str(root)!r} is not a directory")
     source = name or _code_source_name(root)
-    files = code_files(root, extensions)
+    files = code_files(root, extensions, report)
     if not files:
         raise FileNotFoundError(
             f"code input {str(root)!r} has no file with extension {', '.join(extensions)} "

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lit_pretrain.data.keyset import KeyTable
+from lit_pretrain.data.sources import Document, SeenIds, check_unique_id
 
 
 def test_key_table_behaves_like_a_set_while_growing():
@@ -88,3 +89,12 @@ def test_many_digests_take_32_to_64_bytes_each():
 def test_bad_table_shapes_are_refused():
     with pytest.raises(ValueError, match="power-of-two"):
         KeyTable(capacity=6)
+
+
+def test_seen_ids_tell_every_id_apart_and_refuse_a_repeat():
+    seen = SeenIds()
+    ids = [f"web:part-{i // 100}.jsonl:{i % 100}" for i in range(3000)] + ["", "é", "\ud800"]
+    assert all(seen.add(i) for i in ids)
+    assert not any(seen.add(i) for i in ids)
+    with pytest.raises(ValueError, match=r"'web:part-0.jsonl:5' \(a.jsonl:6\) occurs twice"):
+        check_unique_id(Document("web:part-0.jsonl:5", "web", "a.jsonl:6", "text"), seen)

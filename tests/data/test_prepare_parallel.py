@@ -10,6 +10,7 @@ import pytest
 
 from lit_pretrain.data import workers
 from lit_pretrain.data.dedup import DedupConfig, Deduplicator
+from lit_pretrain.data.manifest import summary_lines
 from lit_pretrain.data.prepare import prepare
 from tests.helpers.corpus import prose, write_jsonl_texts
 
@@ -118,3 +119,30 @@ def test_identified_languages_are_counted_per_source_with_any_number_of_processe
         )
         assert manifest["sources"]["news"]["language_counts"] == {"en": 2, "fr": 1}
         assert manifest["language_counts"] == {"en": 2, "fr": 1}
+
+
+def test_files_an_input_holds_but_prepare_does_not_read_are_counted_by_extension(tmp_path: Path):
+    tree = tmp_path / "project"
+    (tree / "src" / "img").mkdir(parents=True)
+    (tree / "README.md").write_text(prose(1))
+    (tree / "src" / "main.py").write_text("def main():\n    return 1\n" * 5)
+    for index in range(3):
+        (tree / "src" / f"config{index}.yaml").write_text("key: value\n")
+    (tree / "src" / "img" / "logo.PNG").write_bytes(b"\x89PNG")
+    (tree / "Makefile").write_text("all:\n")
+    write_jsonl_texts(tmp_path / "more.jsonl", [prose(2)])
+    for num_proc in (1, 2):
+        manifest = prepare(
+            [str(tree), f"code:{tree / 'src'}:.py", str(tmp_path / "more.jsonl")],
+            tmp_path / f"out{num_proc}",
+            vocab_size=300,
+            val_fraction=0,
+            num_proc=num_proc,
+        )
+        # The directory input passes over the YAML files, the image and the Makefile; the code input
+        # (only .py) passes over the YAML files and the image again.
+        assert manifest["unread_files"] == {".yaml": 6, ".png": 2, "": 1}
+    assert (
+        "files not read (extension prepare does not read): .yaml 6, .png 2, (no extension) 1"
+        in summary_lines(manifest)
+    )
