@@ -69,7 +69,7 @@ class DedupConfig:
     Attributes:
         exact: drop a document whose normalized text (NFC, lower case, no whitespace) hashes like an
             earlier one.
-        near: MinHash-LSH near-duplicate detection (slower than exact).
+        near: MinHash-LSH near-duplicate detection (on by default; slower than exact).
         ngram_size: words per shingle of the near-duplicate pass.
         num_bands: LSH bands; the threshold is about (1/num_bands)^(1/rows_per_band).
         rows_per_band: MinHash rows per LSH band.
@@ -77,8 +77,11 @@ class DedupConfig:
     """
 
     exact: bool = True
-    # Off by default: MinHash costs far more than hashing the normalised text (the pipeline reports it apart).
-    near: bool = False
+    # On by default, as in FineWeb-style pipelines: near duplicates (templated pages, vendored copies of
+    # a file, codec tables) are common and waste tokens. It costs about 10% of a one-process prepare on
+    # the built-in corpus (docs/benchmarks.md), and runs in the workers with --num_proc;
+    # `--dedup '{near: false}'` turns it off.
+    near: bool = True
     # Word n-grams: words are whitespace-separated tokens of the lowercased text, which suits prose and
     # keeps code's identifiers and punctuation together (`foo(bar,`) rather than dropping them.
     ngram_size: int = 5

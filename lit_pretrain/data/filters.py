@@ -160,7 +160,9 @@ class FilterConfig:
     max_mean_word_length: float | None = 10.0
     max_hash_word_ratio: float | None = 0.1
     max_ellipsis_word_ratio: float | None = 0.1
-    min_stop_words: int | None = 2
+    # Off by default: it is English-only and drops every long document of any other language (or of
+    # synthetic text). Gopher's value, 2, suits English web text: `--filters.min_stop_words 2`.
+    min_stop_words: int | None = None
     min_alpha_word_fraction: float | None = 0.8
     max_bullet_line_fraction: float | None = 0.9
     max_ellipsis_line_fraction: float | None = 0.3

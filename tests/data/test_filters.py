@@ -604,7 +604,7 @@ def test_gopher_defaults():
     assert (config.min_words, config.max_words) == (None, 100_000)
     assert (config.min_mean_word_length, config.max_mean_word_length) == (3.0, 10.0)
     assert config.max_hash_word_ratio == config.max_ellipsis_word_ratio == 0.1
-    assert (config.min_stop_words, config.min_alpha_word_fraction) == (2, 0.8)
+    assert (config.min_stop_words, config.min_alpha_word_fraction) == (None, 0.8), "stop words: English only"
     assert (config.max_bullet_line_fraction, config.max_ellipsis_line_fraction) == (0.9, 0.3)
     assert config.max_duplicate_paragraph_fraction == 0.3
     assert config.max_duplicate_line_char_fraction == config.max_duplicate_paragraph_char_fraction == 0.2
@@ -864,7 +864,7 @@ def test_default_order_counts_repetition_before_statistics():
 
 
 def test_merge_counts_sums_the_new_counters():
-    total, worker = DocumentFilter(), DocumentFilter()
+    total, worker = DocumentFilter(), DocumentFilter(FilterConfig(min_stop_words=2))
     worker(" ".join(unique_words(60)), is_code=False)
     total.merge_counts(worker.counts)
     assert total.counts["stop_words"] == 1 and total.dropped == 1
