@@ -25,8 +25,13 @@ class AdamWConfig:
     lr_schedule: str = "cosine"  # warmup + cosine, or "wsd": warmup, stable, decay
     decay_fraction: float = 0.2  # wsd: the share of the run spent decaying
     decay_shape: str = "linear"  # wsd: linear, cosine or sqrt (1 - sqrt)
+    # The token embedding's own AdamW rate (modded-nanogpt trains it far faster than the rest); None: the
+    # same as learning_rate. It follows the same schedule, scaled.
+    embedding_lr: float | None = None
 
     def __post_init__(self) -> None:
+        if self.embedding_lr is not None and not 0.0 <= self.embedding_lr < float("inf"):
+            raise ValueError(f"--model.embedding_lr must be null or 0 or more, got {self.embedding_lr}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(
                 f"--model.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
@@ -53,13 +58,25 @@ class AdamWConfig:
         return warmup_cosine(step, self.warmup_steps, decay_steps, self.learning_rate, self.min_lr)
 
 
-def parameter_groups(parameters: Iterable[torch.nn.Parameter], weight_decay: float) -> list[dict]:
-    """Decay tensors of two or more dimensions (matrices, embeddings); never norms or biases."""
+def parameter_groups(
+    parameters: Iterable[torch.nn.Parameter],
+    weight_decay: float,
+    embedding: torch.nn.Parameter | None = None,
+    embedding_lr: float | None = None,
+) -> list[dict]:
+    """Decay tensors of two or more dimensions (matrices, embeddings); never norms or biases. With an
+    `embedding_lr`, the `embedding` (tied head included) is a group of its own at that rate."""
     trainable = [p for p in parameters if p.requires_grad]
-    return [
+    own_rate = embedding is not None and embedding_lr is not None and embedding.requires_grad
+    if own_rate:
+        trainable = [p for p in trainable if p is not embedding]
+    groups = [
         {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": weight_decay},
         {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
     ]
+    if own_rate:
+        groups.append({"params": [embedding], "weight_decay": weight_decay, "lr": embedding_lr})
+    return groups
 
 
 def adamw(groups: list[dict], config: AdamWConfig) -> torch.optim.AdamW:
@@ -81,8 +98,13 @@ def lr_scheduler(
 
 
 def build_adamw(
-    parameters: Iterable[torch.nn.Parameter], config: AdamWConfig, decay_steps: int
+    parameters: Iterable[torch.nn.Parameter],
+    config: AdamWConfig,
+    decay_steps: int,
+    embedding: torch.nn.Parameter | None = None,
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW and its schedule."""
-    optimizer = adamw(parameter_groups(parameters, config.weight_decay), config)
+    """AdamW and its schedule; `embedding` gets `config.embedding_lr` if that is set."""
+    optimizer = adamw(
+        parameter_groups(parameters, config.weight_decay, embedding, config.embedding_lr), config
+    )
     return optimizer, lr_scheduler(optimizer, config, decay_steps)

@@ -141,5 +141,6 @@ def build_muon_adamw(
     muon_part = Muon(
         muon_parameters(model), lr=muon.lr, momentum=muon.momentum, weight_decay=config.weight_decay
     )
-    optimizer = MuonWithAdamW(adamw(parameter_groups(rest, config.weight_decay), config), muon_part)
+    groups = parameter_groups(rest, config.weight_decay, model.wte.weight, config.embedding_lr)
+    optimizer = MuonWithAdamW(adamw(groups, config), muon_part)
     return optimizer, lr_scheduler(optimizer, config, decay_steps)

@@ -89,6 +89,7 @@ class LitPretrain(L.LightningModule):
         batch_size_warmup_start: float = 0.0,
         document_mask: bool = False,
         document_positions: bool = False,
+        embedding_lr: float | None = None,
     ) -> None:
         """`init_from` starts from a checkpoint's weights only (fresh optimizer and schedule).
 
@@ -107,6 +108,9 @@ class LitPretrain(L.LightningModule):
         `document_mask`: attention stays within each document of a packed window (documents end with the
         data's EOS token, whose id is read from the dataset's manifest); `document_positions` also restarts
         positions at each document (model/gpt.py).
+
+        `embedding_lr`: the token embedding's own AdamW rate (the head's too when tied), on the same
+        schedule; None: `learning_rate`.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -138,6 +142,7 @@ class LitPretrain(L.LightningModule):
             lr_schedule,
             decay_fraction,
             decay_shape,
+            embedding_lr,
         )
         self.model: GPT | None = None
         self.val_loss = MeanMetric()
@@ -390,7 +395,9 @@ class LitPretrain(L.LightningModule):
                 self.model, self.optimizer_config, self.muon_config, decay_steps
             )
         else:
-            optimizer, scheduler = build_adamw(self.model.parameters(), self.optimizer_config, decay_steps)
+            optimizer, scheduler = build_adamw(
+                self.model.parameters(), self.optimizer_config, decay_steps, embedding=self.model.wte.weight
+            )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _planned_steps(self) -> int:
