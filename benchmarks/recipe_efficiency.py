@@ -5,8 +5,8 @@ Two `lit-pretrain fit` runs, back to back in this process, on the same data, see
 - baseline: configs/experiment/baseline-cpu.yaml, the GPT-2 architecture (LayerNorm, learned positions,
   GELU, biases, tied embeddings) at the size of `tiny`, AdamW with warmup + cosine;
 - speedrun: configs/experiment/speedrun-cpu.yaml, the modded-nanogpt-style recipe (Muon for the blocks'
-  matrices and AdamW for the rest, QK-norm, ReLU², zero-initialised projections, logit soft-capping, an
-  untied head, a warmup-stable-decay schedule).
+  matrices and AdamW for the rest, QK-norm, ReLU², zero-initialised projections, a tied head, a
+  warmup-stable-decay schedule).
 
 Both validate every `--val_every` steps on the same fixed subset of the validation split (its first
 `--val_batches` batches). The validation losses are read back from the runs' TensorBoard event files. The
