@@ -55,6 +55,7 @@ def test_a_resumed_run_writes_the_next_csv_version_and_keeps_the_first(small_cor
     assert f"CSV: {versions / 'version_1' / 'metrics.csv'}" in resumed
 
 
+@pytest.mark.slow  # make test stays under 10 min on 2 cores; runs in make test-slow
 def test_a_resumed_run_continues_the_same_offline_wandb_run(small_corpus: Path, tmp_path: Path):
     pytest.importorskip("wandb")
     env = {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
@@ -76,6 +77,7 @@ def test_a_resumed_run_continues_the_same_offline_wandb_run(small_corpus: Path, 
         assert b"train/loss" in (directory / f"run-{run_id}.wandb").read_bytes()
 
 
+@pytest.mark.slow  # make test stays under 10 min on 2 cores; runs in make test-slow
 def test_a_resumed_run_continues_the_same_mlflow_run(
     small_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):

@@ -109,6 +109,7 @@ def test_two_process_recipes_train_checkpoint_and_resume(
     assert read_checkpoint(last)["global_step"] == 6
 
 
+@pytest.mark.slow  # make test stays under 10 min on 2 cores; runs in make test-slow
 def test_tensor_parallel_recipe_resumes_and_matches_one_process(small_corpus: Path, tmp_path: Path):
     """Both TP ranks read the same litdata windows and draw the same dropout masks: the single-process losses."""
     from tests.helpers.runs import resume_args, run_fit, step_losses

@@ -23,6 +23,7 @@ def _fit(data_dir: Path, run_dir: Path, *extra: str) -> dict[int, float]:
     return step_losses(run_dir)[0]
 
 
+@pytest.mark.slow  # make test stays under 10 min on 2 cores; runs in make test-slow
 def test_document_masking_reads_the_eos_id_from_the_data_and_changes_attention(
     docstrings: Path, tmp_path: Path
 ):
