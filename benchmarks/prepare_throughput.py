@@ -34,7 +34,6 @@ from tokenizers import Tokenizer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lit_pretrain.data.datamodule import PretrainDataModule  # noqa: E402
 from lit_pretrain.data.dedup import DedupConfig, Deduplicator  # noqa: E402
 from lit_pretrain.data.encode import encode_texts, token_dtype  # noqa: E402
 from lit_pretrain.data.filters import DocumentFilter  # noqa: E402
@@ -88,7 +87,12 @@ def bare_tokenizer_seconds(texts: list[str], tokenizer: Path) -> float:
 def in_one_thread_process(*arguments: str) -> dict:
     """Run this script with `arguments` in a fresh process with one tokenizer thread; its JSON line."""
     env = {**os.environ, "RAYON_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, str(Path(__file__).resolve()), *arguments]
+    # Through -c, not as a script: prepare's spawned workers re-import a script main module, and this one
+    # pulls in torch (through litdata's writer), seconds of start-up per worker that `lit-pretrain
+    # prepare`, whose main module is light, does not pay.
+    here = Path(__file__).resolve()
+    code = f"import sys; sys.path.insert(0, {str(here.parent)!r}); import {here.stem}; {here.stem}.main()"
+    command = [sys.executable, "-c", code, *arguments]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if completed.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{completed.stderr[-3000:]}")
@@ -105,6 +109,12 @@ def child_prepare_seconds(inputs: list[str], output: Path, tokenizer: Path, num_
 
 def child_stage_seconds(inputs: list[str], tokenizer_dir: Path, work: Path) -> None:
     """(In the child) seconds of each prepare stage alone, on one core; print them as JSON."""
+    # One-time costs out of the timings: litdata's writer is imported on the first shard written, and the
+    # first read of a file goes to the disk.
+    import litdata.streaming.writer  # noqa: F401
+
+    for _ in iter_documents(inputs, ReadReport(), None, "text", "id"):
+        pass
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     documents = [d for _, _, d in iter_documents(inputs, ReadReport(), None, "text", "id") if d is not None]
@@ -141,6 +151,10 @@ def loader_tokens_per_second(
     data_dir: Path, workers: int, seq_len: int, batch_size: int, batches: int
 ) -> float:
     """Tokens/s delivered by PretrainDataModule's training DataLoader (after one warm-up batch)."""
+    # Imported here: prepare's spawned workers re-import this script as their main module, and the
+    # datamodule pulls in torch and lightning, seconds of start-up per worker.
+    from lit_pretrain.data.datamodule import PretrainDataModule
+
     datamodule = PretrainDataModule(
         data_dir=str(data_dir), seq_len=seq_len, micro_batch_size=batch_size, num_workers=workers
     )

@@ -78,7 +78,7 @@ class DedupConfig:
 
     exact: bool = True
     # On by default, as in FineWeb-style pipelines: near duplicates (templated pages, vendored copies of
-    # a file, codec tables) are common and waste tokens. It costs about 10% of a one-process prepare on
+    # a file, codec tables) are common and waste tokens. It costs about 17% of a one-process prepare on
     # the built-in corpus (docs/benchmarks.md), and runs in the workers with --num_proc;
     # `--dedup '{near: false}'` turns it off.
     near: bool = True
