@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from lit_pretrain.data.dedup import mix64
 from lit_pretrain.data.options import dataclass_from_dict
 from lit_pretrain.data.sources import (
     JSONL_EXTENSIONS,
@@ -209,17 +210,6 @@ def _powers(which: int, length: int, window: int) -> _Powers:
     return _cached_powers.__wrapped__(which, length)  # a single huge word or n-gram: not kept
 
 
-def _mix64(values: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser, in place: spreads every input bit over all output bits."""
-    values += np.uint64(0x9E3779B97F4A7C15)
-    values ^= values >> np.uint64(30)
-    values *= np.uint64(0xBF58476D1CE4E5B9)
-    values ^= values >> np.uint64(27)
-    values *= np.uint64(0x94D049BB133111EB)
-    values ^= values >> np.uint64(31)
-    return values
-
-
 def word_hashes(normalized: bytes) -> np.ndarray:
     """A uint64 hash of each word of `normalize_words` output, in order; equal words hash equal anywhere."""
     if len(normalized) <= _WINDOW_BYTES:
@@ -268,7 +258,7 @@ class NgramHasher:
     def __init__(self, lengths: Iterable[int]) -> None:
         self.lengths = np.array(sorted(set(lengths)), dtype=np.intp)
         # One hash space for all lengths: the salt keeps an n-gram apart from a different-length one.
-        self._salts = _mix64(self.lengths.astype(np.uint64) + np.uint64(_HASH_SEED))
+        self._salts = mix64(self.lengths.astype(np.uint64) + np.uint64(_HASH_SEED))
         self._ends: np.ndarray | None = None
 
     def __getstate__(self) -> dict[str, Any]:

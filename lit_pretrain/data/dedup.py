@@ -180,7 +180,7 @@ def _power_table(base: int, length: int) -> np.ndarray:
     return np.cumprod(table, out=table)
 
 
-def _mix64(values: np.ndarray) -> np.ndarray:
+def mix64(values: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser, in place: spreads every input bit over all output bits."""
     values += np.uint64(0x9E3779B97F4A7C15)
     values ^= values >> np.uint64(30)
@@ -267,7 +267,7 @@ class Deduplicator:
         shingles = np.zeros(num_shingles, dtype=np.uint64)
         for position in range(min(ngram_size, len(word_hashes))):
             shingles += word_hashes[position : position + num_shingles] * self._position_multipliers[position]
-        return _mix64(shingles)
+        return mix64(shingles)
 
     def _word_hashes(self, data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """Polynomial hashes (mod 2**64) of data[start:end] for each word, independent of its position.
@@ -354,4 +354,4 @@ class Deduplicator:
         rows = signature.reshape(self.config.num_bands, self.config.rows_per_band).astype(np.uint64)
         keys = rows @ self._row_multipliers
         keys += self._band_salts
-        return _mix64(keys)
+        return mix64(keys)

@@ -384,7 +384,7 @@ def reference_band_keys(deduplicator: Deduplicator, signature: np.ndarray) -> li
 def test_mix64_is_splitmix64():
     assert splitmix64_finaliser(0) == 0xE220A8397B1DCDAF  # splitmix64's first output from seed 0
     values = [0, 1, 2, 12345, 1 << 63, MASK64, 0x0123456789ABCDEF]
-    assert dedup._mix64(np.array(values, dtype=np.uint64)).tolist() == list(map(splitmix64_finaliser, values))
+    assert dedup.mix64(np.array(values, dtype=np.uint64)).tolist() == list(map(splitmix64_finaliser, values))
 
 
 def test_power_tables_hold_successive_powers():
