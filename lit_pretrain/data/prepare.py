@@ -7,34 +7,28 @@ encode.py; reading, cleaning, deduplication, tokenizer and shards each have thei
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lit_pretrain.data.decontaminate import DecontaminationConfig, DecontaminationIndex, Decontaminator
-from lit_pretrain.data.dedup import DedupConfig, Deduplicator
+from lit_pretrain.data.decontaminate import DecontaminationConfig, DecontaminationIndex
+from lit_pretrain.data.dedup import DedupConfig
 from lit_pretrain.data.encode import encode_records, token_dtype
-from lit_pretrain.data.filters import CONTROL_CHARS_REMOVED, NFC_CHANGED, DocumentFilter, FilterConfig
-from lit_pretrain.data.manifest import FORMAT_VERSION, TOKENIZER_NAME, write_manifest
+from lit_pretrain.data.filters import FilterConfig
+from lit_pretrain.data.ledger import Ledger, id_fraction, in_validation
+from lit_pretrain.data.manifest import TOKENIZER_NAME, write_manifest
 from lit_pretrain.data.progress import Progress
-from lit_pretrain.data.shards import TokenFileWriter, write_shards
 from lit_pretrain.data.sources import Document, ReadReport, SeenIds, check_unique_id, documents_for
-from lit_pretrain.data.tokenizer import (
-    find_eos_id,
-    find_special_id,
-    load_tokenizer,
-    tokenizer_sha256,
-    train_bpe_tokenizer,
-)
+from lit_pretrain.data.split_writers import SplitWriters
+from lit_pretrain.data.tokenizer import find_eos_id, find_special_id, load_tokenizer, train_bpe_tokenizer
 from lit_pretrain.data.workers import (
     BATCHES_IN_FLIGHT_PER_PROCESS,
     Encoder,
@@ -45,37 +39,12 @@ from lit_pretrain.data.workers import (
     start_pool,
 )
 
+__all__ = ["PrepareOptions", "in_validation", "prepare", "read_documents", "split_documents"]
+
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val")
 # (source name, document id, text) of a kept document, on its way to the tokenizer.
 _Record = tuple[str, str, str]
-CLEANING_COUNTERS = (NFC_CHANGED, CONTROL_CHARS_REMOVED)
-
-
-def in_validation(document_id: str, val_fraction: float) -> bool:
-    """Whether a document is held out, decided by a hash of its id alone (stable across runs)."""
-    return _id_fraction(document_id) < val_fraction
-
-
-def _id_fraction(document_id: str) -> float:
-    return int(hashlib.sha256(document_id.encode()).hexdigest()[:16], 16) / 2**64
-
-
-def _empty_source_stats() -> dict[str, Any]:
-    return {
-        "documents_in": 0,
-        "documents_kept": 0,
-        "decontaminated": 0,
-        "exact_duplicates": 0,
-        "near_duplicates": 0,
-        "malformed_records": 0,
-        "filtered": {},
-        "cleaned": {},
-        "language_counts": {},
-        "train": {"documents": 0, "tokens": 0},
-        "val": {"documents": 0, "tokens": 0},
-    }
 
 
 def iter_documents(
@@ -135,7 +104,7 @@ def _fallback_validation_id(ids: Sequence[str], val_fraction: float) -> str | No
     """With val_fraction > 0 and no id hashed below it (a small corpus), the lowest-hash id is held out."""
     if val_fraction <= 0 or not ids or any(in_validation(i, val_fraction) for i in ids):
         return None
-    return min(ids, key=_id_fraction)
+    return min(ids, key=id_fraction)
 
 
 class _Spool:
@@ -292,62 +261,30 @@ class _Pipeline:
             if pool is not None
             else Screener(options.filters, options.dedup, decontamination)
         )
-        # Matches are counted here, in input order, so the report's examples do not depend on num_proc.
-        self.decontaminator = (
-            Decontaminator(options.decontamination, decontamination) if decontamination is not None else None
-        )
         self.work = out / "_work"
         self.inputs = list(inputs)
         self.val_inputs = list(val_inputs)
         self.options = options
-        self.report = ReadReport()
-        self.deduplicator = Deduplicator(options.dedup)
-        self.filters: dict[str, DocumentFilter] = {}
-        self.stats: dict[str, dict[str, Any]] = {}
-        self.code_sources: set[str] = set()
-        self.val_only_sources: set[str] = set()
-        self.writers: dict[tuple[str, str], TokenFileWriter] = {}
-        # (hash fraction, source, start, length) of the training document a small corpus would hold out.
-        self.lowest_train: tuple[float, str, int, int] | None = None
-        self.kept_chars = 0
-
-    def held_out(self, document_id: str, source: str) -> bool:
-        """Whether a kept document goes to validation."""
-        return source in self.val_only_sources or in_validation(document_id, self.options.val_fraction)
+        self.ledger = Ledger(inputs, val_inputs, options, decontamination)
 
     def _read_documents(self, progress: Progress) -> Iterator[tuple[str, Document]]:
-        """(source, document) of every non-empty document in input order, with the per-source bookkeeping
-        of reading: validation-only sources, documents in, malformed records, unique ids."""
-        options = self.options
+        """(source, document) of every non-empty document in input order, counted in the ledger."""
+        options, ledger = self.options, self.ledger
         malformed_before = 0
-        seen_ids = SeenIds()
         documents = iter_documents(
             self.inputs + self.val_inputs,
-            self.report,
+            ledger.report,
             options.max_documents_per_source,
             options.text_field,
             options.id_field,
         )
         for spec, name, document in documents:
-            if spec in self.val_inputs:
-                if name in self.stats and name not in self.val_only_sources:
-                    raise ValueError(
-                        f"validation input {spec!r} has the same source name {name!r} as a training input"
-                    )
-                self.val_only_sources.add(name)
-            source = self.stats.setdefault(name, _empty_source_stats())
             if document is None:  # end of a source: attribute its malformed records, check it had documents
-                source["malformed_records"] += self.report.malformed_records - malformed_before
-                malformed_before = self.report.malformed_records
-                if source["documents_in"] == 0:
-                    raise ValueError(
-                        f"source {name!r} (input {spec!r}) has no documents with text: nothing to train on"
-                        + _malformed_hint(self.report)
-                    )
+                ledger.end_source(spec, name, ledger.report.malformed_records - malformed_before)
+                malformed_before = ledger.report.malformed_records
                 continue
-            source["documents_in"] += 1
             progress.update(1, len(document.text))
-            check_unique_id(document, seen_ids)
+            ledger.read(spec, name, document)
             yield name, document
 
     def kept_documents(self) -> Iterator[tuple[str, Document]]:
@@ -361,50 +298,16 @@ class _Pipeline:
         payloads = ((batch, [(name, d.is_code, d.text) for name, d in batch]) for batch in batches)
         in_flight = BATCHES_IN_FLIGHT_PER_PROCESS * self.num_proc
         for batch, (results, counts, languages) in ordered_map(self._screen, payloads, self.pool, in_flight):
-            for name, source_counts in counts.items():
-                document_filter = self.filters.setdefault(name, DocumentFilter(self.options.filters))
-                document_filter.merge_counts(source_counts)
-                document_filter.merge_language_counts(languages[name])
-            for (name, document), (text, keys, contaminated) in zip(batch, results, strict=True):
-                if text is None:
-                    continue
-                source = self.stats[name]
-                if contaminated is not None:
-                    self.decontaminator.report.record(document.id, contaminated)
-                    source["decontaminated"] += 1
-                    continue
-                duplicate = self.deduplicator.decide(keys)
-                if duplicate is not None:
-                    source[f"{duplicate}_duplicates"] += 1
-                    continue
-                if document.is_code:
-                    self.code_sources.add(name)
-                source["documents_kept"] += 1
-                self.kept_chars += len(text)
-                yield name, Document(document.id, name, document.origin, text, document.is_code)
+            self.ledger.screened_counts(counts, languages)
+            for (name, document), screened in zip(batch, results, strict=True):
+                if self.ledger.decide(name, document.id, document.is_code, screened):
+                    yield name, Document(document.id, name, document.origin, screened[0], document.is_code)
         progress.close()
-        for name, document_filter in self.filters.items():
-            self.stats[name]["filtered"] = _drops(document_filter)
-            self.stats[name]["cleaned"] = {
-                k: v for k, v in document_filter.counts.items() if k in CLEANING_COUNTERS and v
-            }
-            self.stats[name]["language_counts"] = dict(sorted(document_filter.language_counts.items()))
-        if not sum(s["documents_kept"] for s in self.stats.values()):
-            dropped = {k: v for f in self.filters.values() for k, v in _drops(f).items()}
-            dropped.update({k: v for k, v in self.deduplicator.counts.items() if v})
-            if self.decontaminator is not None and self.decontaminator.report.dropped:
-                dropped["decontaminated"] = self.decontaminator.report.dropped
-            reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(dropped.items())) or "none"
-            raise ValueError(
-                f"no documents left after filtering and deduplication ({self.report.documents_in:,} read; "
-                f"dropped by: {reasons}): loosen those settings with --filters / --dedup / --decontamination "
-                "(see docs/data.md) "
-                "or check the inputs"
-            )
+        self.ledger.finish_screening()
 
     def run(self) -> dict[str, Any]:
         """Both stages, the shards and the manifest; returns the manifest."""
-        options = self.options
+        options, ledger = self.options, self.ledger
         started = time.perf_counter()
         if options.tokenizer is None:
             spools: dict[str, _Spool] = {}
@@ -419,7 +322,7 @@ class _Pipeline:
                 text
                 for name, spool in spools.items()
                 for doc_id, text in spool.read()
-                if not self.held_out(doc_id, name)
+                if not ledger.held_out(doc_id, name)
             )
             bpe = train_bpe_tokenizer(train_texts, options.vocab_size)
             log.info(
@@ -430,8 +333,9 @@ class _Pipeline:
             records = (
                 (name, doc_id, text) for name, spool in spools.items() for doc_id, text in spool.read()
             )
-            kept = sum(s["documents_kept"] for s in self.stats.values())
-            progress = Progress("tokenize", total=kept, total_bytes=self.kept_chars, logger=log)
+            progress = Progress(
+                "tokenize", total=ledger.documents_kept, total_bytes=ledger.kept_chars, logger=log
+            )
         else:
             bpe = load_tokenizer(options.tokenizer)
             log.info(
@@ -447,28 +351,14 @@ class _Pipeline:
         dtype = token_dtype(bpe.get_vocab_size())
         bpe.save(str(self.out / TOKENIZER_NAME))
 
+        writers = SplitWriters(self.work, dtype, ledger.held_out)
         for (name, doc_id, text), ids in self._encoded(records, bpe, eos_id, bos_id, dtype):
-            self._write(name, doc_id, ids, dtype)
+            writers.write(name, doc_id, ids)
             if progress is not None:
                 progress.update(1, len(text))
         if progress is not None:
             progress.close()
-        if options.val_fraction > 0 and not self.val_inputs and not self._split_tokens("val"):
-            self._hold_out_lowest_train_document(dtype)
-        if not self._split_tokens("train"):
-            raise ValueError(
-                f"no training documents are left after holding out validation data "
-                f"(val_fraction={options.val_fraction}, val_inputs={self.val_inputs}): add documents"
-            )
-        for (name, split), writer in self.writers.items():
-            writer.close()
-            self.stats[name][split] = {"documents": writer.documents, "tokens": writer.tokens}
-            if writer.tokens:
-                write_shards(writer.path, dtype, self.out / split / name, options.chunk_tokens)
-            writer.path.unlink()
-        manifest = self._manifest(bpe, eos_id, bos_id, dtype)
-        write_manifest(self.out, manifest)
-        return manifest
+        return finish_dataset(self.out, ledger, writers, bpe, eos_id, bos_id)
 
     def _encoded(
         self, records: Iterator[_Record], bpe, eos_id: int, bos_id: int | None, dtype: np.dtype
@@ -488,89 +378,22 @@ class _Pipeline:
         for batch, arrays in ordered_map(encoder, payloads, self.pool, in_flight):
             yield from zip(batch, arrays, strict=True)
 
-    def _writer(self, name: str, split: str, dtype: np.dtype) -> TokenFileWriter:
-        if (name, split) not in self.writers:
-            self.writers[name, split] = TokenFileWriter(
-                self.work / f"{len(self.writers):04d}.{split}.bin", dtype
-            )
-        return self.writers[name, split]
 
-    def _write(self, name: str, doc_id: str, ids: np.ndarray, dtype: np.dtype) -> None:
-        split = "val" if self.held_out(doc_id, name) else "train"
-        writer = self._writer(name, split, dtype)
-        if split == "train":
-            fraction = _id_fraction(doc_id)
-            if self.lowest_train is None or fraction < self.lowest_train[0]:
-                self.lowest_train = (fraction, name, writer.tokens, len(ids))
-        writer.write(ids)
-
-    def _split_tokens(self, split: str) -> int:
-        return sum(w.tokens for (_, s), w in self.writers.items() if s == split)
-
-    def _hold_out_lowest_train_document(self, dtype: np.dtype) -> None:
-        """A small corpus may hash no document below val_fraction: move the lowest-hash one to validation."""
-        _, name, start, length = self.lowest_train
-        train = self.writers[name, "train"]
-        train.close()
-        tokens = np.fromfile(train.path, dtype=dtype)
-        self._writer(name, "val", dtype).write(tokens[start : start + length])
-        rest = np.concatenate([tokens[:start], tokens[start + length :]])
-        replacement = TokenFileWriter(train.path, dtype)
-        if len(rest):
-            replacement.write(rest)
-        replacement.documents = train.documents - 1
-        self.writers[name, "train"] = replacement
-
-    def _manifest(self, bpe, eos_id: int, bos_id: int | None, dtype: np.dtype) -> dict[str, Any]:
-        stats = self.stats
-        totals = {
-            split: {k: sum(s[split][k] for s in stats.values()) for k in ("documents", "tokens")}
-            for split in SPLITS
-        }
-        filtered_total: dict[str, int] = {}
-        cleaned_total: dict[str, int] = {}
-        language_total: dict[str, int] = {}
-        for source in stats.values():
-            for total, key in (
-                (filtered_total, "filtered"),
-                (cleaned_total, "cleaned"),
-                (language_total, "language_counts"),
-            ):
-                for name, count in source[key].items():
-                    total[name] = total.get(name, 0) + count
-        return {
-            "format_version": FORMAT_VERSION,
-            "inputs": self.inputs,
-            "val_inputs": self.val_inputs,
-            "tokenizer_sha256": tokenizer_sha256(bpe),
-            "vocab_size": bpe.get_vocab_size(),
-            "eos_id": eos_id,
-            "bos_id": bos_id,
-            "dtype": dtype.name,
-            "val_fraction": self.options.val_fraction,
-            "documents_kept": sum(s["documents_kept"] for s in stats.values()),
-            "exact_duplicates": self.deduplicator.counts["exact_duplicates"],
-            "near_duplicates": self.deduplicator.counts["near_duplicates"],
-            "filtered": dict(sorted(filtered_total.items())),
-            "cleaned": dict(sorted(cleaned_total.items())),
-            "language_counts": dict(sorted(language_total.items())),
-            "tokens_train": totals["train"]["tokens"],
-            "tokens_val": totals["val"]["tokens"],
-            "splits": totals,
-            "sources": {name: dict(s, is_code=name in self.code_sources) for name, s in stats.items()},
-            "filter_config": asdict(self.options.filters),
-            "dedup_config": asdict(self.options.dedup),
-            "decontamination": self.decontaminator.to_manifest() if self.decontaminator is not None else None,
-            **self.report.to_manifest(),
-        }
-
-
-def _drops(document_filter: DocumentFilter) -> dict[str, int]:
-    """Documents each filter dropped (not the cleaning counters, which count rewrites)."""
-    return {k: v for k, v in sorted(document_filter.counts.items()) if v and k not in CLEANING_COUNTERS}
-
-
-def _malformed_hint(report: ReadReport) -> str:
-    if not report.malformed_records:
-        return ""
-    return f" ({report.malformed_records} malformed records, first: {report.malformed_locations[0]})"
+def finish_dataset(
+    out: Path, ledger: Ledger, writers: SplitWriters, bpe: Any, eos_id: int, bos_id: int | None
+) -> dict[str, Any]:
+    """Every kept document is in `writers`: hold out validation if none was, write shards and manifest."""
+    options = ledger.options
+    if options.val_fraction > 0 and not ledger.val_inputs and not writers.tokens("val"):
+        writers.hold_out_lowest_train_document()
+    if not writers.tokens("train"):
+        raise ValueError(
+            f"no training documents are left after holding out validation data "
+            f"(val_fraction={options.val_fraction}, val_inputs={ledger.val_inputs}): add documents"
+        )
+    for (name, split), (documents, tokens) in writers.close().items():
+        ledger.stats[name][split] = {"documents": documents, "tokens": tokens}
+    writers.write_shards(out, options.chunk_tokens)
+    manifest = ledger.manifest(bpe, eos_id, bos_id, writers.dtype)
+    write_manifest(out, manifest)
+    return manifest

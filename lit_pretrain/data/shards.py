@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,13 @@ class TokenFileWriter:
         self._file.write(ids.astype(self.dtype, copy=False).tobytes())
         self.tokens += len(ids)
         self.documents += 1
+
+    def append_file(self, token_file: Path, documents: int) -> None:
+        """Append another closed token file of the same dtype holding `documents` documents."""
+        with open(token_file, "rb") as source:
+            shutil.copyfileobj(source, self._file, length=16 << 20)
+        self.tokens += token_file.stat().st_size // self.dtype.itemsize
+        self.documents += documents
 
     def close(self) -> None:
         """Flush and close the file."""

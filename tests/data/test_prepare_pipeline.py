@@ -208,7 +208,7 @@ def test_resuming_on_data_with_another_tokenizer_is_refused(small_corpus: Path, 
 def test_small_corpus_still_gets_one_validation_document(
     tmp_path: Path, small_corpus: Path, reuse_tokenizer: bool
 ):
-    from lit_pretrain.data.prepare import _id_fraction
+    from lit_pretrain.data.ledger import id_fraction as _id_fraction
 
     write_jsonl_texts(tmp_path / "tiny.jsonl", [prose(s) for s in range(3)])
     tokenizer = small_corpus / "tokenizer.json" if reuse_tokenizer else None
