@@ -113,6 +113,19 @@ def build_parser() -> ArgumentParser:
         help="processes for cleaning, filters, dedup keys and tokenization (one tokenizer thread each); "
         "the output is the same byte for byte for any number",
     )
+    parser.add_argument(
+        "--tasks",
+        type=int | None,
+        default=None,
+        help="run as phases of this many tasks on datatrove's executor, --num_proc at a time, keeping "
+        "state in --work_dir: a rerun of the same command redoes only unfinished tasks; same output",
+    )
+    parser.add_argument(
+        "--work_dir",
+        type=str | None,
+        default=None,
+        help="the tasks' shared work directory (default: OUTPUT.tasks)",
+    )
     parser.add_argument("--chunk_tokens", type=int, default=2**21, help="tokens per litdata chunk file")
     parser.add_argument(
         "--overwrite", type=bool, default=False, help="replace an existing output_dir (alone: true)"
@@ -220,6 +233,8 @@ def main(argv: list[str]) -> None:
         os.environ["RAYON_NUM_THREADS"] = str(args.num_workers)
     if args.num_proc < 1:
         parser.error(f"--num_proc must be at least 1, got {args.num_proc}")
+    if args.tasks is not None and args.tasks < 1:
+        parser.error(f"--tasks must be at least 1, got {args.tasks}")
     # The dataclass options are namespaces until instantiated; invalid values raise ValueError here.
     args = parser.instantiate(args) if hasattr(parser, "instantiate") else parser.instantiate_classes(args)
     manifest = prepare(
@@ -242,5 +257,7 @@ def main(argv: list[str]) -> None:
             args.decontamination, files=[*args.decontamination.files, *args.decontaminate]
         ),
         num_proc=args.num_proc,
+        tasks=args.tasks,
+        work_dir=args.work_dir,
     )
     print("\n".join(summary_lines(manifest)))

@@ -27,9 +27,6 @@ if TYPE_CHECKING:
 
 SPLITS = ("train", "val")
 CLEANING_COUNTERS = (NFC_CHANGED, CONTROL_CHARS_REMOVED)
-# One screened document: its cleaned text (None: a filter dropped it), dedup keys, and the evaluation
-# example it shares an n-gram with (None: none, or no decontamination).
-Screened = tuple[str | None, DedupKeys | None, EvalLocation | None]
 
 
 def in_validation(document_id: str, val_fraction: float) -> bool:
@@ -125,10 +122,18 @@ class Ledger:
             document_filter.merge_counts(source_counts)
             document_filter.merge_language_counts(languages[name])
 
-    def decide(self, name: str, document_id: str, is_code: bool, screened: Screened) -> bool:
-        """Whether a screened document is kept; documents must come in input order."""
-        text, keys, contaminated = screened
-        if text is None:
+    def decide(
+        self,
+        name: str,
+        document_id: str,
+        is_code: bool,
+        text_length: int | None,
+        keys: DedupKeys | None,
+        contaminated: EvalLocation | None,
+    ) -> bool:
+        """Whether a screened document is kept (`text_length` None: a filter dropped it); documents must
+        come in input order."""
+        if text_length is None:
             return False
         source = self.stats[name]
         if contaminated is not None:
@@ -142,8 +147,23 @@ class Ledger:
         if is_code:
             self.code_sources.add(name)
         source["documents_kept"] += 1
-        self.kept_chars += len(text)
+        self.kept_chars += text_length
         return True
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable once screening is over: the seen-id and dedup tables stay behind, their counts go."""
+        state = dict(self.__dict__)
+        state["_seen_ids"] = None
+        state["_duplicate_counts"] = dict(self.deduplicator.counts)
+        state["deduplicator"] = None
+        return state
+
+    @property
+    def duplicate_counts(self) -> dict[str, int]:
+        """exact_duplicates and near_duplicates over all sources."""
+        if self.deduplicator is None:
+            return self._duplicate_counts
+        return self.deduplicator.counts
 
     def finish_screening(self) -> None:
         """Move the filter counts into the per-source stats; an empty result is an error saying why."""
@@ -155,7 +175,7 @@ class Ledger:
             self.stats[name]["language_counts"] = dict(sorted(document_filter.language_counts.items()))
         if not self.documents_kept:
             dropped = {k: v for f in self.filters.values() for k, v in drops(f).items()}
-            dropped.update({k: v for k, v in self.deduplicator.counts.items() if v})
+            dropped.update({k: v for k, v in self.duplicate_counts.items() if v})
             if self.decontaminator is not None and self.decontaminator.report.dropped:
                 dropped["decontaminated"] = self.decontaminator.report.dropped
             reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(dropped.items())) or "none"
@@ -200,8 +220,8 @@ class Ledger:
             "dtype": dtype.name,
             "val_fraction": self.options.val_fraction,
             "documents_kept": self.documents_kept,
-            "exact_duplicates": self.deduplicator.counts["exact_duplicates"],
-            "near_duplicates": self.deduplicator.counts["near_duplicates"],
+            "exact_duplicates": self.duplicate_counts["exact_duplicates"],
+            "near_duplicates": self.duplicate_counts["near_duplicates"],
             "filtered": dict(sorted(filtered_total.items())),
             "cleaned": dict(sorted(cleaned_total.items())),
             "language_counts": dict(sorted(language_total.items())),

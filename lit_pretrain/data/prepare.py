@@ -24,10 +24,10 @@ from lit_pretrain.data.dedup import DedupConfig
 from lit_pretrain.data.encode import encode_records, token_dtype
 from lit_pretrain.data.filters import FilterConfig
 from lit_pretrain.data.ledger import Ledger, id_fraction, in_validation
-from lit_pretrain.data.manifest import TOKENIZER_NAME, write_manifest
+from lit_pretrain.data.manifest import TOKENIZER_NAME
 from lit_pretrain.data.progress import Progress
 from lit_pretrain.data.sources import Document, ReadReport, SeenIds, check_unique_id, documents_for
-from lit_pretrain.data.split_writers import SplitWriters
+from lit_pretrain.data.split_writers import SplitWriters, finish_dataset
 from lit_pretrain.data.tokenizer import find_eos_id, find_special_id, load_tokenizer, train_bpe_tokenizer
 from lit_pretrain.data.workers import (
     BATCHES_IN_FLIGHT_PER_PROCESS,
@@ -172,13 +172,17 @@ def prepare(
     val_inputs: Sequence[str] = (),
     num_proc: int = 1,
     decontamination: DecontaminationConfig | Mapping[str, Any] | None = None,
+    tasks: int | None = None,
+    work_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Prepare `inputs` into per-source train/val litdata shards, `tokenizer.json` and `manifest.json`.
 
     Documents of `val_inputs` all go to validation, each of those inputs being its own named source.
     `filters`, `dedup` and `decontamination` may be given as plain mappings (YAML sections). With `num_proc` > 1, cleaning,
     filters, dedup keys and tokenization run in that many processes; the output is the same byte for
-    byte. Returns the manifest.
+    byte. With `tasks`, the work runs as phases of that many tasks (`num_proc` at a time) on datatrove's
+    executor, keeping its state in `work_dir` so that a rerun redoes only unfinished tasks (engine.py);
+    the output is again the same byte for byte. Returns the manifest.
     """
     if isinstance(num_proc, bool) or not isinstance(num_proc, int) or num_proc < 1:
         raise ValueError(f"num_proc must be a whole number of processes, 1 or more, got {num_proc!r}")
@@ -203,6 +207,8 @@ def prepare(
     )
     # Built once, before any output: an unreadable or malformed evaluation file fails the run at once.
     index = DecontaminationIndex(options.decontamination) if options.decontamination.enabled else None
+    if tasks is not None:
+        return prepare_in_tasks(inputs, output_dir, options, tasks, num_proc, work_dir, val_inputs, overwrite)
     # Everything is written beside the target and renamed at the end: a half-written dataset never
     # sits where training looks for one, and a rerun after a crash starts from scratch.
     partial_dir = output_dir.with_name(output_dir.name + ".partial")
@@ -299,9 +305,10 @@ class _Pipeline:
         in_flight = BATCHES_IN_FLIGHT_PER_PROCESS * self.num_proc
         for batch, (results, counts, languages) in ordered_map(self._screen, payloads, self.pool, in_flight):
             self.ledger.screened_counts(counts, languages)
-            for (name, document), screened in zip(batch, results, strict=True):
-                if self.ledger.decide(name, document.id, document.is_code, screened):
-                    yield name, Document(document.id, name, document.origin, screened[0], document.is_code)
+            for (name, document), (text, keys, contaminated) in zip(batch, results, strict=True):
+                length = None if text is None else len(text)
+                if self.ledger.decide(name, document.id, document.is_code, length, keys, contaminated):
+                    yield name, Document(document.id, name, document.origin, text, document.is_code)
         progress.close()
         self.ledger.finish_screening()
 
@@ -377,23 +384,3 @@ class _Pipeline:
         in_flight = BATCHES_IN_FLIGHT_PER_PROCESS * self.num_proc
         for batch, arrays in ordered_map(encoder, payloads, self.pool, in_flight):
             yield from zip(batch, arrays, strict=True)
-
-
-def finish_dataset(
-    out: Path, ledger: Ledger, writers: SplitWriters, bpe: Any, eos_id: int, bos_id: int | None
-) -> dict[str, Any]:
-    """Every kept document is in `writers`: hold out validation if none was, write shards and manifest."""
-    options = ledger.options
-    if options.val_fraction > 0 and not ledger.val_inputs and not writers.tokens("val"):
-        writers.hold_out_lowest_train_document()
-    if not writers.tokens("train"):
-        raise ValueError(
-            f"no training documents are left after holding out validation data "
-            f"(val_fraction={options.val_fraction}, val_inputs={ledger.val_inputs}): add documents"
-        )
-    for (name, split), (documents, tokens) in writers.close().items():
-        ledger.stats[name][split] = {"documents": documents, "tokens": tokens}
-    writers.write_shards(out, options.chunk_tokens)
-    manifest = ledger.manifest(bpe, eos_id, bos_id, writers.dtype)
-    write_manifest(out, manifest)
-    return manifest

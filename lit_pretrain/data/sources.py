@@ -168,12 +168,16 @@ def stdlib_python_files() -> list[Path]:
 
 def python_stdlib_code(report: ReadReport, name: str = "python-stdlib-code") -> Iterator[Document]:
     """Each standard-library source file as one code document."""
-    root = Path(sysconfig.get_paths()["stdlib"])
     for path in stdlib_python_files():
-        relative = path.relative_to(root).as_posix()
-        text = report.decode(path.read_bytes())
-        if text.strip():
-            yield Document(id=f"stdlib:{relative}", source=name, origin=str(path), text=text, is_code=True)
+        yield from stdlib_code_file(path, report, name)
+
+
+def stdlib_code_file(path: Path, report: ReadReport, name: str = "python-stdlib-code") -> Iterator[Document]:
+    """One standard-library source file as a code document (none if it is blank)."""
+    relative = path.relative_to(sysconfig.get_paths()["stdlib"]).as_posix()
+    text = report.decode(path.read_bytes())
+    if text.strip():
+        yield Document(id=f"stdlib:{relative}", source=name, origin=str(path), text=text, is_code=True)
 
 
 def _docstrings(tree: ast.AST) -> Iterator[tuple[str, int, str]]:
@@ -195,23 +199,34 @@ def _docstrings(tree: ast.AST) -> Iterator[tuple[str, int, str]]:
 
 def python_stdlib_prose(report: ReadReport, name: str = "python-stdlib-prose") -> Iterator[Document]:
     """Docstrings of the standard library and pydoc's topic texts, one document each."""
-    root = Path(sysconfig.get_paths()["stdlib"])
     for path in stdlib_python_files():
-        relative = path.relative_to(root).as_posix()
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", SyntaxWarning)
-                tree = ast.parse(report.decode(path.read_bytes()), filename=str(path))
-        except (SyntaxError, ValueError):
-            continue  # a few test fixtures in the stdlib are deliberately invalid Python
-        # Order by position in the file, not by traversal order, so ids read naturally.
-        for qualname, line, doc in sorted(_docstrings(tree), key=lambda item: (item[1], item[0])):
-            yield Document(
-                id=f"stdlib-doc:{relative}:{qualname}@{line}", source=name, origin=f"{path}:{line}", text=doc
-            )
+        yield from stdlib_docstrings(path, report, name)
+    yield from pydoc_topics(name)
+
+
+def stdlib_docstrings(
+    path: Path, report: ReadReport, name: str = "python-stdlib-prose"
+) -> Iterator[Document]:
+    """The docstrings of one standard-library file, one document each, by position in the file."""
+    relative = path.relative_to(sysconfig.get_paths()["stdlib"]).as_posix()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(report.decode(path.read_bytes()), filename=str(path))
+    except (SyntaxError, ValueError):
+        return  # a few test fixtures in the stdlib are deliberately invalid Python
+    # Order by position in the file, not by traversal order, so ids read naturally.
+    for qualname, line, doc in sorted(_docstrings(tree), key=lambda item: (item[1], item[0])):
+        yield Document(
+            id=f"stdlib-doc:{relative}:{qualname}@{line}", source=name, origin=f"{path}:{line}", text=doc
+        )
+
+
+def pydoc_topics(name: str = "python-stdlib-prose") -> Iterator[Document]:
+    """pydoc's topic texts, one document each (none where the distribution strips pydoc_data)."""
     try:
         from pydoc_data.topics import topics
-    except ImportError:  # some distributions strip pydoc_data
+    except ImportError:
         return
     for topic in sorted(topics):
         yield Document(
@@ -246,6 +261,18 @@ def input_files(
 ) -> Iterator[Document]:
     """Documents of every file under a path, directory or glob: a text file is one document, a JSONL
     file one document per line, a Parquet file one document per row."""
+    files = listed_input_files(pattern, report)
+    source = name or source_name(pattern)
+    root = Path(os.path.commonpath([p.parent for p in files]))
+    for path in files:
+        # Relative to the input's root, so the id (and the train/val split) is the same on every machine.
+        yield from file_documents(
+            path, path.relative_to(root).as_posix(), source, report, text_field, id_field
+        )
+
+
+def listed_input_files(pattern: str, report: ReadReport) -> list[Path]:
+    """The files `input_files` reads for a path, directory or glob; one that names none is an error."""
     extensions = TEXT_EXTENSIONS + JSONL_EXTENSIONS + PARQUET_EXTENSIONS
     files = expand_paths(pattern, extensions, report)
     if not files:
@@ -253,18 +280,25 @@ def input_files(
             f"input {pattern!r} matches no file with extension {', '.join(extensions)}: "
             "check the path, or pass a directory or glob"
         )
-    source = name or _source_name(pattern)
-    root = Path(os.path.commonpath([p.parent for p in files]))
-    for path in files:
-        # Relative to the input's root, so the id (and the train/val split) is the same on every machine.
-        relative = path.relative_to(root).as_posix()
-        if path.name.endswith(JSONL_EXTENSIONS):
-            yield from jsonl_records(path, relative, source, report, text_field, id_field)
-        elif path.name.endswith(PARQUET_EXTENSIONS):
-            yield from parquet_records(path, relative, source, report, text_field, id_field)
-        else:
-            text = report.decode(path.read_bytes())
-            yield Document(id=f"{source}:{relative}", source=source, origin=str(path), text=text)
+    return files
+
+
+def file_documents(
+    path: Path,
+    relative: str,
+    source: str,
+    report: ReadReport,
+    text_field: str = "text",
+    id_field: str | None = None,
+) -> Iterator[Document]:
+    """The documents of one input file, by its extension; `relative` is its path from the input's root."""
+    if path.name.endswith(JSONL_EXTENSIONS):
+        yield from jsonl_records(path, relative, source, report, text_field, id_field)
+    elif path.name.endswith(PARQUET_EXTENSIONS):
+        yield from parquet_records(path, relative, source, report, text_field, id_field)
+    else:
+        text = report.decode(path.read_bytes())
+        yield Document(id=f"{source}:{relative}", source=source, origin=str(path), text=text)
 
 
 @contextlib.contextmanager
@@ -455,29 +489,42 @@ def code_tree(
     name: str | None = None,
 ) -> Iterator[Document]:
     """Each source file under a directory as one code document, id `NAME:relative/path`."""
+    files = listed_code_files(root, report, extensions)
+    source = name or code_source_name(root)
+    for path in files:
+        yield from code_file(path, path.relative_to(root).as_posix(), source, report)
+
+
+def listed_code_files(
+    root: Path, report: ReadReport, extensions: Iterable[str] = DEFAULT_CODE_EXTENSIONS
+) -> list[Path]:
+    """The files `code_tree` reads under `root`; a root that is no directory or holds none is an error."""
     extensions = tuple(extensions)
     if not root.is_dir():
         raise NotADirectoryError(f"code input {str(root)!r} is not a directory")
-    source = name or _code_source_name(root)
     files = code_files(root, extensions, report)
     if not files:
         raise FileNotFoundError(
             f"code input {str(root)!r} has no file with extension {', '.join(extensions)} "
             "(hidden directories, node_modules and __pycache__ are skipped)"
         )
-    for path in files:
-        try:
-            data = path.read_bytes()
-        except OSError as err:
-            report.malformed(str(path), f"unreadable ({err.strerror or err})")
-            continue
-        relative = path.relative_to(root).as_posix()
-        yield Document(
-            id=f"{source}:{relative}", source=source, origin=str(path), text=report.decode(data), is_code=True
-        )
+    return files
 
 
-def _code_source_name(root: Path) -> str:
+def code_file(path: Path, relative: str, source: str, report: ReadReport) -> Iterator[Document]:
+    """One source file as a code document, id `SOURCE:relative`; an unreadable file is counted as malformed."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        report.malformed(str(path), f"unreadable ({err.strerror or err})")
+        return
+    yield Document(
+        id=f"{source}:{relative}", source=source, origin=str(path), text=report.decode(data), is_code=True
+    )
+
+
+def code_source_name(root: Path) -> str:
+    """A code input's source name: its directory's name."""
     return root.resolve().name or "code"
 
 
@@ -516,7 +563,7 @@ def saved_dataset_documents(
             f"{path} is not a directory written by save_to_disk "
             "(it has neither dataset_dict.json nor state.json with dataset_info.json)"
         )
-    source = name or _source_name(str(path))
+    source = name or source_name(str(path))
     loaded = datasets.load_from_disk(str(path))
     if isinstance(loaded, datasets.DatasetDict):
         split = split or DEFAULT_HF_SPLIT
@@ -615,7 +662,7 @@ def hub_documents(
     yield from record_documents(dataset, location, f"{source}:{split}", source, report, text_field, id_field)
 
 
-def _source_name(input_spec: str) -> str:
+def source_name(input_spec: str) -> str:
     """`data/web-*.jsonl.zst` -> `web`, `corpus/` -> `corpus`: the input's name without extensions or globs."""
     extensions = sorted(TEXT_EXTENSIONS + JSONL_EXTENSIONS + PARQUET_EXTENSIONS, key=len, reverse=True)
     for part in reversed(Path(input_spec).parts):
@@ -631,7 +678,7 @@ def _source_name(input_spec: str) -> str:
 
 def remote_source_name(url: str) -> str:
     """`s3://bucket/dumps/web-*.jsonl.zst` -> `web`: named as a local input with that path would be."""
-    return _source_name(url.split("://", 1)[1])
+    return source_name(url.split("://", 1)[1])
 
 
 def documents_for(
@@ -645,7 +692,7 @@ def documents_for(
         ]
     if input_spec.startswith(CODE_PREFIX):
         root, extensions = parse_code_spec(input_spec)
-        name = _code_source_name(root)
+        name = code_source_name(root)
         return [(name, code_tree(root, report, extensions, name=name))]
     # Before the hf: prefix, which `hf://` URLs (the Hub's fsspec filesystem) also start with.
     if is_url(input_spec):
@@ -658,11 +705,11 @@ def documents_for(
         spec = parse_hf_spec(input_spec)
         local = Path(spec.name).expanduser()
         if is_saved_dataset(local):
-            name = _source_name(spec.name)
+            name = source_name(spec.name)
             stream = saved_dataset_documents(local, report, name, text_field, id_field, split=spec.split)
         else:
             # load_dataset also reads a local directory of data files; name it like any local input.
-            name = _source_name(spec.name) if local.exists() else spec.name
+            name = source_name(spec.name) if local.exists() else spec.name
             # Each configuration is its own source: its shards, ids and mixing weight are apart.
             name = f"{name}-{spec.config}" if spec.config else name
             stream = hub_documents(
@@ -670,8 +717,8 @@ def documents_for(
             )
         return [(name, stream)]
     if is_saved_dataset(Path(input_spec).expanduser()):
-        name = _source_name(input_spec)
+        name = source_name(input_spec)
         stream = saved_dataset_documents(Path(input_spec).expanduser(), report, name, text_field, id_field)
         return [(name, stream)]
-    name = _source_name(input_spec)
+    name = source_name(input_spec)
     return [(name, input_files(input_spec, report, name=name, text_field=text_field, id_field=id_field))]

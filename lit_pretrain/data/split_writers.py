@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from lit_pretrain.data.ledger import id_fraction
+from lit_pretrain.data.ledger import Ledger, id_fraction
+from lit_pretrain.data.manifest import write_manifest
 from lit_pretrain.data.shards import TokenFileWriter, write_shards
 
 # (hash fraction, source, first token, tokens) of the training document a small corpus would hold out.
@@ -84,3 +86,23 @@ class SplitWriters:
             if writer.tokens:
                 write_shards(writer.path, self.dtype, out / split / name, chunk_tokens)
             writer.path.unlink()
+
+
+def finish_dataset(
+    out: Path, ledger: Ledger, writers: SplitWriters, bpe: Any, eos_id: int, bos_id: int | None
+) -> dict[str, Any]:
+    """Every kept document is in `writers`: hold out validation if none was, write shards and manifest."""
+    options = ledger.options
+    if options.val_fraction > 0 and not ledger.val_inputs and not writers.tokens("val"):
+        writers.hold_out_lowest_train_document()
+    if not writers.tokens("train"):
+        raise ValueError(
+            f"no training documents are left after holding out validation data "
+            f"(val_fraction={options.val_fraction}, val_inputs={ledger.val_inputs}): add documents"
+        )
+    for (name, split), (documents, tokens) in writers.close().items():
+        ledger.stats[name][split] = {"documents": documents, "tokens": tokens}
+    writers.write_shards(out, options.chunk_tokens)
+    manifest = ledger.manifest(bpe, eos_id, bos_id, writers.dtype)
+    write_manifest(out, manifest)
+    return manifest

@@ -116,6 +116,6 @@ def test_prepare_cli_takes_field_options(tmp_path: Path):
     ],
 )
 def test_source_names_drop_extensions_and_globs(spec: str, name: str):
-    from lit_pretrain.data.sources import _source_name
+    from lit_pretrain.data.sources import source_name
 
-    assert _source_name(spec) == name
+    assert source_name(spec) == name
