@@ -22,6 +22,7 @@ import numpy as np
 from lit_pretrain.data.decontaminate import DecontaminationConfig, DecontaminationIndex
 from lit_pretrain.data.dedup import DedupConfig
 from lit_pretrain.data.encode import encode_records, token_dtype
+from lit_pretrain.data.engine import prepare_in_tasks
 from lit_pretrain.data.filters import FilterConfig
 from lit_pretrain.data.ledger import Ledger, id_fraction, in_validation
 from lit_pretrain.data.manifest import TOKENIZER_NAME

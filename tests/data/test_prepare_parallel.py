@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import filecmp
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,18 +12,7 @@ from lit_pretrain.data.dedup import DedupConfig, Deduplicator
 from lit_pretrain.data.manifest import summary_lines
 from lit_pretrain.data.prepare import prepare
 from tests.helpers.corpus import prose, write_jsonl_texts
-
-
-def _tree(root: Path) -> list[Path]:
-    return sorted(p.relative_to(root) for p in root.rglob("*"))
-
-
-def assert_same_output(one: Path, other: Path) -> None:
-    """The same files with the same bytes."""
-    assert _tree(one) == _tree(other)
-    for relative in _tree(one):
-        if (one / relative).is_file():
-            assert filecmp.cmp(one / relative, other / relative, shallow=False), relative
+from tests.helpers.outputs import assert_same_output
 
 
 @pytest.fixture(scope="module")

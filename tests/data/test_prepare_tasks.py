@@ -1,0 +1,193 @@
+"""prepare as tasks on datatrove's local executor (--tasks) writes what one process writes, and survives a
+task killed midway: the rerun redoes that task alone."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lit_pretrain.cli.prepare import main as prepare_main
+from lit_pretrain.data import engine, tasks
+from lit_pretrain.data.prepare import PrepareOptions, prepare
+from tests.helpers.corpus import prose, write_jsonl_texts
+from tests.helpers.outputs import assert_same_output
+from tests.helpers.paths import REPO_ROOT
+
+OPTIONS = dict(vocab_size=400, val_fraction=0.05, dedup={"exact": True, "near": True})
+
+
+@pytest.fixture(scope="module")
+def task_inputs(tmp_path_factory) -> dict[str, list[str]]:
+    """A directory of four JSONL files, a JSONL file and a text directory, with exact and near duplicates
+    across files and tasks, filtered documents, a malformed record, invalid UTF-8, and a validation input."""
+    root = tmp_path_factory.mktemp("task-inputs")
+    originals = [prose(seed, words=60 + seed % 50) for seed in range(480)]
+    for part in range(4):
+        write_jsonl_texts(root / "web" / f"part-{part}.jsonl", originals[part * 120 : (part + 1) * 120])
+    near = originals[3].replace("model", "models", 1)
+    other = [originals[0], originals[400].upper(), near, "too short", "again\n" * 40]
+    write_jsonl_texts(root / "b.jsonl", [*other, *(prose(s) for s in range(900, 960))])
+    with open(root / "b.jsonl", "a") as file:
+        file.write('{"text": "unterminated\n')
+    (root / "notes").mkdir()
+    for index in range(5):
+        (root / "notes" / f"{index}.txt").write_text(prose(2000 + index) + "e\u0301 accents\n")
+    (root / "notes" / "latin1.txt").write_bytes(prose(2100).encode() + b" caf\xe9\n")
+    (root / "notes" / "skipped.yaml").write_text("a: 1\n")
+    write_jsonl_texts(root / "heldout.jsonl", [prose(s) for s in range(3000, 3010)])
+    return {
+        "inputs": [str(root / "web"), str(root / "b.jsonl"), str(root / "notes")],
+        "val_inputs": [str(root / "heldout.jsonl")],
+    }
+
+
+@pytest.fixture(scope="module")
+def reference(task_inputs, tmp_path_factory) -> Path:
+    """The same inputs prepared in one process."""
+    out = tmp_path_factory.mktemp("reference") / "data"
+    manifest = prepare(task_inputs["inputs"], out, val_inputs=task_inputs["val_inputs"], **OPTIONS)
+    assert manifest["exact_duplicates"] == 2 and manifest["near_duplicates"] == 1
+    assert manifest["malformed_records"]["count"] == 1 and manifest["invalid_utf8_documents"] == 1
+    assert manifest["unread_files"] == {".yaml": 1}
+    assert manifest["filtered"] and manifest["cleaned"], "the filters and the cleaning ran"
+    return out
+
+
+def test_three_tasks_two_at_a_time_write_the_bytes_one_process_writes(task_inputs, reference, tmp_path: Path):
+    out = tmp_path / "tasks"
+    prepare(task_inputs["inputs"], out, val_inputs=task_inputs["val_inputs"], tasks=3, num_proc=2, **OPTIONS)
+    assert_same_output(reference, out)  # manifest.json included: counts, file:line of the malformed record
+    assert not (tmp_path / "tasks.tasks").exists(), "the work directory goes once the dataset is written"
+
+
+def test_the_command_line_runs_tasks_with_a_given_tokenizer(task_inputs, reference, tmp_path: Path):
+    tokenizer = str(reference / "tokenizer.json")
+    one, many = tmp_path / "one", tmp_path / "many"
+    prepare(task_inputs["inputs"], one, tokenizer=tokenizer, **OPTIONS)
+    argv = [
+        *task_inputs["inputs"],
+        "--output_dir",
+        str(many),
+        "--tokenizer",
+        tokenizer,
+        "--vocab_size",
+        "400",
+    ]
+    argv += ["--val_fraction", "0.05", "--tasks", "4", "--work_dir", str(tmp_path / "work")]
+    prepare_main(argv)
+    assert_same_output(one, many)
+
+
+def _kill_during(phase: str, task: int, inputs: dict[str, list[str]], out: Path, work: Path) -> None:
+    """Run the job in a child process that dies (as if SIGKILLed) just before task `task` of `phase` would
+    have published its output."""
+    code = f"""
+import os
+from pathlib import Path
+from lit_pretrain.data import tasks
+from lit_pretrain.data.prepare import prepare
+
+publish = tasks._publish
+def dying_publish(partial, final):
+    if final == Path({str(work / phase / f"{task:05d}")!r}):
+        os._exit(137)
+    publish(partial, final)
+tasks._publish = dying_publish
+prepare({inputs["inputs"]!r}, {str(out)!r}, val_inputs={inputs["val_inputs"]!r}, tasks=3, num_proc=1,
+        work_dir={str(work)!r}, **{OPTIONS!r})
+"""
+    # Its own session, and output to a file: the executor's manager process outlives the dying parent,
+    # holds inherited pipes open, and is killed with the session afterwards.
+    log = out.with_name("child.log")
+    with open(log, "w") as output:
+        child = subprocess.Popen(
+            [sys.executable, "-c", code],
+            cwd=REPO_ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        returncode = child.wait(timeout=600)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
+    assert returncode == 137, log.read_text()[-3000:]
+
+
+@pytest.mark.parametrize("phase", [tasks.SCREEN, tasks.TOKENIZE])
+def test_a_task_killed_midway_is_rerun_alone_and_nothing_is_lost_or_doubled(
+    phase, task_inputs, reference, tmp_path: Path, monkeypatch
+):
+    out, work = tmp_path / "data", tmp_path / "work"
+    _kill_during(phase, 1, task_inputs, out, work)
+    assert not out.exists()
+    assert (work / phase / "00001.partial").is_dir() and not (work / phase / "00001").exists()
+    assert (work / "logs" / phase / "completions" / "00000").exists()
+    assert not (work / "logs" / phase / "completions" / "00001").exists()
+
+    ran: list[tuple[str, int]] = []
+    for name in ("screen_task", "tokenize_task"):
+        original = getattr(engine, name)
+        monkeypatch.setattr(
+            engine,
+            name,
+            lambda work_dir, task, _f=original, _n=name: (ran.append((_n, task)), _f(work_dir, task)),
+        )
+    prepare(
+        task_inputs["inputs"], out, val_inputs=task_inputs["val_inputs"], tasks=3, work_dir=work, **OPTIONS
+    )
+    assert_same_output(reference, out)
+    if phase == tasks.SCREEN:
+        assert ran == [("screen_task", 1), ("screen_task", 2)] + [("tokenize_task", t) for t in range(3)]
+    else:
+        assert ran == [("tokenize_task", 1), ("tokenize_task", 2)]
+
+
+def test_an_input_gone_between_phases_fails_its_task_naming_the_file_and_the_task(
+    task_inputs, tmp_path: Path
+):
+    copied = tmp_path / "web"
+    copied.mkdir()
+    for path in sorted(Path(task_inputs["inputs"][0]).iterdir()):
+        (copied / path.name).write_bytes(path.read_bytes())
+    work = tmp_path / "work"
+    tasks.save_plan(tasks.make_plan([str(copied)], [], PrepareOptions(), 2), work)
+    (copied / "part-3.jsonl").unlink()
+    tasks.screen_task(work, 0)
+    with pytest.raises(RuntimeError, match=r"screen task 1 \(.*part-3\.jsonl\) failed: input file .*part-3"):
+        tasks.screen_task(work, 1)
+
+
+def test_units_are_shared_out_in_order_by_size(tmp_path: Path):
+    for index, words in enumerate([400, 400, 400, 400, 1600, 100, 100, 100]):
+        write_jsonl_texts(tmp_path / "in" / f"{index}.jsonl", [prose(index, words=words)])
+    plan = tasks.make_plan([str(tmp_path / "in")], [], PrepareOptions(), 3)
+    assert plan.shares[0] == 0 and plan.shares[-1] == len(plan.units) == 8
+    assert plan.shares == sorted(plan.shares) and plan.tasks == 3
+    assert all(plan.shares[t] < plan.shares[t + 1] for t in range(3)), "every task has work"
+    assert [u.last for u in plan.units] == [False] * 7 + [True]
+
+
+def test_what_tasks_cannot_do_is_refused_with_a_reason(task_inputs, tmp_path: Path):
+    with pytest.raises(ValueError, match="max_documents_per_source"):
+        prepare(task_inputs["inputs"], tmp_path / "a", tasks=2, max_documents_per_source=5)
+    work = tmp_path / "work"
+    tasks.save_plan(tasks.make_plan(task_inputs["inputs"], [], PrepareOptions(), 2), work)
+    with pytest.raises(ValueError, match="another prepare job"):
+        prepare(task_inputs["inputs"], tmp_path / "b", tasks=3, work_dir=work)
+    with pytest.raises(ValueError, match="tasks"):
+        prepare(task_inputs["inputs"], tmp_path / "c", tasks=0)
+
+
+def test_the_job_state_is_readable(task_inputs, tmp_path: Path):
+    """The plan says what each task reads, for the message of a failed task and for a person."""
+    plan = tasks.make_plan(task_inputs["inputs"], task_inputs["val_inputs"], PrepareOptions(), 2)
+    described = [plan.describe(t) for t in range(2)]
+    assert all("read units" in d or d.endswith(".jsonl") or d.endswith(".txt") for d in described)
+    assert json.dumps(plan.unread_files) == '{".yaml": 1}'
