@@ -126,6 +126,13 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="the tasks' shared work directory (default: OUTPUT.tasks)",
     )
+    parser.add_argument(
+        "--slurm",
+        type=dict | None,
+        default=None,
+        help="with --tasks: submit the phases to Slurm as dependent job arrays, with these settings of "
+        "datatrove's SlurmPipelineExecutor, e.g. '{partition: cpu, time: \"4:00:00\", cpus_per_task: 4}'",
+    )
     parser.add_argument("--chunk_tokens", type=int, default=2**21, help="tokens per litdata chunk file")
     parser.add_argument(
         "--overwrite", type=bool, default=False, help="replace an existing output_dir (alone: true)"
@@ -259,5 +266,9 @@ def main(argv: list[str]) -> None:
         num_proc=args.num_proc,
         tasks=args.tasks,
         work_dir=args.work_dir,
+        slurm=args.slurm,
     )
+    if manifest is None:
+        print(f"submitted to Slurm: {args.output_dir} appears when the merge job ends")
+        return
     print("\n".join(summary_lines(manifest)))

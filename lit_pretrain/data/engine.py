@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import pickle
+import shlex
 import shutil
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +65,17 @@ def prepare_in_tasks(
     work_dir: str | Path | None = None,
     val_inputs: Sequence[str] = (),
     overwrite: bool = False,
-) -> dict[str, Any]:
-    """`prepare` as screen / decide / tokenize / merge phases of `tasks` tasks on datatrove's local executor.
+    slurm: Mapping[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """`prepare` as screen / decide / tokenize / merge phases of `tasks` tasks on datatrove's executors.
 
     The work directory (default: OUTPUT.tasks) keeps each phase's outputs and which tasks completed:
-    launching the same job again reruns only what did not complete. Returns the manifest.
+    launching the same job again reruns only what did not complete. Locally (`slurm` None) the phases
+    run here, `workers` tasks at a time, and the manifest is returned. With `slurm` (the keyword
+    arguments of datatrove's SlurmPipelineExecutor: partition, time, cpus_per_task, ...) the phases are
+    submitted as four dependent job arrays and None is returned: the dataset appears at `output_dir` when
+    the merge job ends.
     """
-    from datatrove.executor import LocalPipelineExecutor
-
     if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
         raise ValueError(f"tasks must be a whole number, 1 or more, got {tasks!r}")
     output_dir = Path(output_dir)
@@ -79,8 +84,25 @@ def prepare_in_tasks(
         raise FileExistsError(f"{output_dir} already exists: pass --overwrite to replace it")
     plan = make_plan(inputs, val_inputs, options, tasks)
     _start_or_resume(work, plan)
-    phases = ((SCREEN, tasks), (DECIDE, 1), (TOKENIZE, tasks), (MERGE, 1))
-    for phase, ranks in phases:
+    if slurm is not None:
+        submit_to_slurm(work, output_dir, plan, slurm)
+        return None
+    return _run_locally(work, output_dir, plan, workers)
+
+
+PHASES = (SCREEN, DECIDE, TOKENIZE, MERGE)
+
+
+def _ranks(phase: str, plan: TaskPlan) -> int:
+    return plan.tasks if phase in (SCREEN, TOKENIZE) else 1
+
+
+def _run_locally(work: Path, output_dir: Path, plan: TaskPlan, workers: int) -> dict[str, Any]:
+    """Run the phases one after another on this machine; the work directory goes once all succeeded."""
+    from datatrove.executor import LocalPipelineExecutor
+
+    for phase in PHASES:
+        ranks = _ranks(phase, plan)
         executor = LocalPipelineExecutor(
             pipeline=[PhaseStep(phase, str(work), str(output_dir))],
             tasks=ranks,
@@ -107,6 +129,39 @@ def prepare_in_tasks(
     manifest = read_manifest(output_dir)
     shutil.rmtree(work)
     return manifest
+
+
+def submit_to_slurm(work: Path, output_dir: Path, plan: TaskPlan, slurm: Mapping[str, Any]) -> None:
+    """Submit the phases as job arrays, each after the previous one succeeded (datatrove's `depends`).
+
+    Tasks already complete are not submitted again, so the same command after a failure resubmits only
+    what is missing. The jobs activate this Python environment unless `env_command` says otherwise.
+    """
+    from datatrove.executor import SlurmPipelineExecutor
+
+    settings = {"time": "24:00:00", "job_name": "lit-pretrain-prepare", "cpus_per_task": 1, **slurm}
+    if "partition" not in settings:
+        raise ValueError("--slurm needs a partition: --slurm '{partition: NAME, time: \"4:00:00\"}'")
+    if "env_command" not in settings and "condaenv" not in settings and "venv_path" not in settings:
+        settings["env_command"] = f"source {shlex.quote(str(Path(sys.prefix) / 'bin' / 'activate'))}"
+    previous = None
+    for phase in PHASES:
+        previous = SlurmPipelineExecutor(
+            pipeline=[PhaseStep(phase, str(work.resolve()), str(output_dir.resolve()))],
+            tasks=_ranks(phase, plan),
+            logging_dir=str((work / "logs" / phase).resolve()),
+            slurm_logs_folder=str((work / "logs" / phase / "slurm").resolve()),
+            depends=previous,
+            **{**settings, "job_name": f"{settings['job_name']}-{phase}"},
+        )
+    previous.run()  # launches its dependencies first
+    log.info(
+        "submitted the %s phases to Slurm; %s appears when the merge job ends. Logs: %s. After a failure, "
+        "the same command resubmits only the tasks that did not complete.",
+        "/".join(PHASES),
+        output_dir,
+        work / "logs",
+    )
 
 
 def _start_or_resume(work: Path, plan: TaskPlan) -> None:

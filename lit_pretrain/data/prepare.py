@@ -175,7 +175,8 @@ def prepare(
     decontamination: DecontaminationConfig | Mapping[str, Any] | None = None,
     tasks: int | None = None,
     work_dir: str | Path | None = None,
-) -> dict[str, Any]:
+    slurm: Mapping[str, Any] | None = None,
+) -> dict[str, Any] | None:
     """Prepare `inputs` into per-source train/val litdata shards, `tokenizer.json` and `manifest.json`.
 
     Documents of `val_inputs` all go to validation, each of those inputs being its own named source.
@@ -183,7 +184,8 @@ def prepare(
     filters, dedup keys and tokenization run in that many processes; the output is the same byte for
     byte. With `tasks`, the work runs as phases of that many tasks (`num_proc` at a time) on datatrove's
     executor, keeping its state in `work_dir` so that a rerun redoes only unfinished tasks (engine.py);
-    the output is again the same byte for byte. Returns the manifest.
+    the output is again the same byte for byte. With `slurm` as well (SlurmPipelineExecutor's settings),
+    the phases are submitted as dependent job arrays and None is returned. Returns the manifest.
     """
     if isinstance(num_proc, bool) or not isinstance(num_proc, int) or num_proc < 1:
         raise ValueError(f"num_proc must be a whole number of processes, 1 or more, got {num_proc!r}")
@@ -209,7 +211,11 @@ def prepare(
     # Built once, before any output: an unreadable or malformed evaluation file fails the run at once.
     index = DecontaminationIndex(options.decontamination) if options.decontamination.enabled else None
     if tasks is not None:
-        return prepare_in_tasks(inputs, output_dir, options, tasks, num_proc, work_dir, val_inputs, overwrite)
+        return prepare_in_tasks(
+            inputs, output_dir, options, tasks, num_proc, work_dir, val_inputs, overwrite, slurm
+        )
+    if slurm is not None:
+        raise ValueError("slurm settings need tasks: pass --tasks N with --slurm")
     # Everything is written beside the target and renamed at the end: a half-written dataset never
     # sits where training looks for one, and a rerun after a crash starts from scratch.
     partial_dir = output_dir.with_name(output_dir.name + ".partial")

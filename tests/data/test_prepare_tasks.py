@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from lit_pretrain.cli.prepare import main as prepare_main
 from lit_pretrain.data import engine, tasks
 from lit_pretrain.data.prepare import PrepareOptions, prepare
+from tests.helpers import fake_slurm
 from tests.helpers.corpus import prose, write_jsonl_texts
 from tests.helpers.outputs import assert_same_output
 from tests.helpers.paths import REPO_ROOT
@@ -191,3 +193,43 @@ def test_the_job_state_is_readable(task_inputs, tmp_path: Path):
     described = [plan.describe(t) for t in range(2)]
     assert all("read units" in d or d.endswith(".jsonl") or d.endswith(".txt") for d in described)
     assert json.dumps(plan.unread_files) == '{".yaml": 1}'
+
+
+@pytest.mark.slow  # every array task is a new Python process: about 35 s
+def test_slurm_submits_the_phases_as_dependent_job_arrays_that_write_the_same_bytes(
+    task_inputs, reference, tmp_path: Path, monkeypatch
+):
+    cluster = tmp_path / "cluster"
+    env = fake_slurm.install(cluster)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "data"
+    submitted = prepare(
+        task_inputs["inputs"],
+        out,
+        val_inputs=task_inputs["val_inputs"],
+        tasks=3,
+        work_dir=tmp_path / "work",
+        slurm={"partition": "cpu", "time": "1:00:00", "cpus_per_task": 2},
+        **OPTIONS,
+    )
+    assert submitted is None and not out.exists(), "submitting returns at once; the jobs write the data"
+    phase_jobs = [
+        (job_id, script, arguments)
+        for job_id, (script, arguments) in enumerate(fake_slurm.submitted(cluster), start=1)
+        if "launch_pickled_pipeline" in script
+    ]
+    assert [re.search(r"--job-name=(\S+)", s).group(1) for _, s, _ in phase_jobs] == [
+        f"lit-pretrain-prepare-{phase}" for phase in engine.PHASES
+    ]
+    assert [re.search(r"--array=(\S+)", s).group(1).split("%")[0] for _, s, _ in phase_jobs] == [
+        "0-2",
+        "0-0",
+        "0-2",
+        "0-0",
+    ]
+    for (previous_id, _, _), (_, script, arguments) in zip(phase_jobs[:-1], phase_jobs[1:], strict=True):
+        assert f"--dependency=afterok:{previous_id}" in arguments, "each phase waits for the previous one"
+        assert "--partition=cpu" in script and "--cpus-per-task=2" in script
+    fake_slurm.run_jobs(cluster, env)
+    assert_same_output(reference, out)
