@@ -168,12 +168,13 @@ def test_prepare_cli_reads_positional_inputs_and_config(tmp_path: Path, capsys):
 
 @pytest.mark.slow
 def test_full_builtin_corpus_is_deterministic(tmp_path: Path):
-    """The whole python-stdlib corpus, prepared twice (once in two processes), gives byte-identical shards
-    and manifest."""
+    """The whole python-stdlib corpus, prepared three times (in one process, in two, and as 4 tasks on
+    datatrove's executor), gives byte-identical shards and manifest."""
     first = prepare(["python-stdlib"], tmp_path / "a", vocab_size=8192)
     prepare(["python-stdlib"], tmp_path / "b", vocab_size=8192, num_proc=2)
+    prepare(["python-stdlib"], tmp_path / "c", vocab_size=8192, tasks=4, num_proc=2)
     assert first["splits"]["train"]["tokens"] > 5_000_000
-    assert _tree_hashes(tmp_path / "a") == _tree_hashes(tmp_path / "b")
+    assert _tree_hashes(tmp_path / "a") == _tree_hashes(tmp_path / "b") == _tree_hashes(tmp_path / "c")
 
 
 def test_prepare_cli_num_workers_sets_tokenizer_threads(tmp_path: Path, monkeypatch, capsys):
