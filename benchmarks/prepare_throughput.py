@@ -8,8 +8,8 @@ of the built-in prose source) and code gets code filters. The
 tokenizer is trained once beforehand, so neither side of the ratio includes tokenizer training.
 Both sides use the same number of tokenizer threads (RAYON_NUM_THREADS, default: all cores).
 
-Scaling with processes: prepare of the whole corpus with `--num_proc 1` and `--num_proc 2`, each in a
-fresh process with one tokenizer thread (RAYON_NUM_THREADS=1); the prose alone (2.7 MB) takes about a
+Scaling with processes: prepare of the whole corpus with `--num_proc 1`, `--num_proc 2` and as 4 tasks two
+at a time (`--tasks 4 --num_proc 2`), each in a fresh process with one tokenizer thread (RAYON_NUM_THREADS=1); the prose alone (2.7 MB) takes about a
 second, which would measure the workers' start-up. And the one-core rate of each stage on the prose (read,
 filter, dedup keys, dedup decisions, tokenize, write), measured in a fresh one-thread process too.
 """
@@ -99,11 +99,14 @@ def in_one_thread_process(*arguments: str) -> dict:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def child_prepare_seconds(inputs: list[str], output: Path, tokenizer: Path, num_proc: int) -> None:
-    """(In the child) time one prepare with `num_proc` processes; print {"seconds": ...}."""
+def child_prepare_seconds(
+    inputs: list[str], output: Path, tokenizer: Path, num_proc: int, tasks: int | None = None
+) -> None:
+    """(In the child) time one prepare with `num_proc` processes (as `tasks` tasks if given); print
+    {"seconds": ...}."""
     shutil.rmtree(output, ignore_errors=True)
     start = time.perf_counter()
-    run_prepare(inputs, output, tokenizer=tokenizer, id_field="id", num_proc=num_proc)
+    run_prepare(inputs, output, tokenizer=tokenizer, id_field="id", num_proc=num_proc, tasks=tasks)
     print(json.dumps({"seconds": time.perf_counter() - start}))
 
 
@@ -181,16 +184,20 @@ def process_scaling(inputs: list[str], work: Path, tokenizer: Path, repeats: int
     corpus_mb = sum(len(t.encode("utf-8")) for t in corpus_texts(inputs)) / 1e6
     prose_inputs = inputs[1:]
     prose_mb = sum(len(t.encode("utf-8")) for t in corpus_texts(prose_inputs)) / 1e6
-    rounds: dict[int, list[float]] = {1: [], 2: []}
+    # (label, processes, tasks): the last is the task pipeline (datatrove's local executor), 4 tasks two
+    # at a time, whose only one-process stages are the duplicate decisions and the merge.
+    modes = ((1, 1, None), (2, 2, None), ("tasks", 2, 4))
+    rounds: dict = {label: [] for label, _, _ in modes}
     for _ in range(repeats):
-        for num_proc in (1, 2):
+        for label, num_proc, tasks in modes:
             child = {
                 "inputs": inputs,
-                "output": str(work / f"proc{num_proc}"),
+                "output": str(work / f"proc{label}"),
                 "tokenizer": str(tokenizer),
+                "num_proc": num_proc,
+                "tasks": tasks,
             }
-            child["num_proc"] = num_proc
-            rounds[num_proc].append(
+            rounds[label].append(
                 in_one_thread_process("--child", "prepare", "--child_args", json.dumps(child))["seconds"]
             )
     child = {"inputs": prose_inputs, "tokenizer_dir": str(tokenizer.parent), "work": str(work)}
@@ -200,6 +207,8 @@ def process_scaling(inputs: list[str], work: Path, tokenizer: Path, repeats: int
         "mb_s_1_proc": corpus_mb / min(rounds[1]),
         "mb_s_2_proc": corpus_mb / min(rounds[2]),
         "process_speedup": statistics.median(a / b for a, b in zip(rounds[1], rounds[2], strict=True)),
+        "mb_s_tasks": corpus_mb / min(rounds["tasks"]),
+        "tasks_speedup": statistics.median(a / b for a, b in zip(rounds[1], rounds["tasks"], strict=True)),
         "process_seconds_per_round": rounds,
         "stage_seconds_one_core": stages["seconds"],
         "stage_mb_s_one_core": {k: prose_mb / max(v, 1e-9) for k, v in stages["seconds"].items()},
@@ -228,7 +237,11 @@ def main() -> None:
         child = json.loads(args.child_args)
         if args.child == "prepare":
             child_prepare_seconds(
-                child["inputs"], Path(child["output"]), Path(child["tokenizer"]), child["num_proc"]
+                child["inputs"],
+                Path(child["output"]),
+                Path(child["tokenizer"]),
+                child["num_proc"],
+                child.get("tasks"),
             )
         else:
             child_stage_seconds(child["inputs"], Path(child["tokenizer_dir"]), Path(child["work"]))
@@ -293,6 +306,8 @@ def main() -> None:
     for num_proc in (1, 2):
         print(f"{'  --num_proc ' + str(num_proc):<42}{results[f'mb_s_{num_proc}_proc']:>14,.2f} MB/s")
     print(f"{'  speed-up (median of rounds)':<42}{results['process_speedup']:>14,.2f} x")
+    print(f"{'  --tasks 4 --num_proc 2':<42}{results['mb_s_tasks']:>14,.2f} MB/s")
+    print(f"{'  speed-up over --num_proc 1':<42}{results['tasks_speedup']:>14,.2f} x")
     print(f"one core, each stage alone (the prose, {results['prose_mb']:.1f} MB):")
     for stage in STAGES:
         print(f"{'  ' + stage:<42}{results['stage_mb_s_one_core'][stage]:>14,.2f} MB/s")
