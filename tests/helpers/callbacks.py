@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,3 +33,17 @@ class RecordMicroBatchLosses(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.losses))
+
+
+class SlowRank(L.Callback):
+    """Makes one rank's device look slower: a sleep at the end of each of its forward passes (in the head)."""
+
+    def __init__(self, rank: int, seconds: float) -> None:
+        self.rank = rank
+        self.seconds = seconds
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_rank == self.rank:
+            # The output head runs after the last block's all-gather: under FSDP2 the other ranks do not
+            # wait for this rank inside their own forward passes, as they would for a slow block.
+            pl_module.model.lm_head.register_forward_hook(lambda *_: time.sleep(self.seconds))

@@ -8,11 +8,12 @@ before any of them destroys its groups.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import socket
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch.distributed as dist
@@ -39,6 +40,21 @@ def _run_rank(rank: int, port: int, world_size: int, function: Callable[..., Non
     dist.destroy_process_group()
 
 
-def spawn_on_gloo(function: Callable[..., None], world_size: int, *args: Any) -> None:
-    """Run `function(rank, world_size, *args)` in `world_size` processes sharing a gloo group."""
-    mp.spawn(_run_rank, args=(free_port(), world_size, function, args), nprocs=world_size, join=True)
+def spawn_on_gloo(
+    function: Callable[..., None], world_size: int, *args: Any, preload: Sequence[str] = ()
+) -> None:
+    """Run `function(rank, world_size, *args)` in `world_size` processes sharing a gloo group.
+
+    With `preload` (module names), the processes are forked from a server process that imported those
+    modules once, instead of each importing them anew: Lightning alone takes seconds. The server is
+    started once per test session, so a later call's `preload` is not imported again (only slower).
+    """
+    if preload:
+        multiprocessing.get_context("forkserver").set_forkserver_preload(list(preload))
+    mp.start_processes(
+        _run_rank,
+        args=(free_port(), world_size, function, args),
+        nprocs=world_size,
+        join=True,
+        start_method="forkserver" if preload else "spawn",
+    )
