@@ -11,6 +11,10 @@ RUN_DIR ?= out/tiny
 # The demo's training recipe: the `tiny` model trained with the modern recipe (Muon, QK-norm, ReLU², WSD),
 # which beat configs/tiny.yaml's AdamW + cosine in benchmarks/recipe_efficiency.py (docs/benchmarks.md).
 DEMO_CONFIG ?= configs/experiment/speedrun-cpu.yaml
+# The demo trains that recipe for 1,000 steps (2.05M tokens), not the recipe's 560: on 2 cores this
+# still fits the 15-minute budget and takes the validation loss to about 0.51 of the untrained one.
+DEMO_STEPS ?= 1000
+DEMO_ARGS ?= --trainer.max_steps $(DEMO_STEPS) --trainer.val_check_interval 250 --checkpoint.every_n_train_steps 250
 PYTEST_ARGS ?=
 
 .PHONY: help install data baseline pretrain train sample test test-slow mutate lint format clean bench-prepare bench-overhead
@@ -63,7 +67,8 @@ baseline: data
 		--trainer.default_root_dir $(RUN_DIR)/untrained --trainer.enable_progress_bar false
 
 train: data
-	$(VENV)/bin/lit-pretrain fit --config $(DEMO_CONFIG) --data.data_dir $(DATA_DIR) --trainer.default_root_dir $(RUN_DIR)
+	$(VENV)/bin/lit-pretrain fit --config $(DEMO_CONFIG) $(DEMO_ARGS) --data.data_dir $(DATA_DIR) \
+		--trainer.default_root_dir $(RUN_DIR)
 
 sample: install
 	$(VENV)/bin/lit-pretrain generate --checkpoint $(RUN_DIR)/checkpoints/last.ckpt --prompt "def main(" --max_new_tokens 120 --temperature 0.8 --top_k 50
