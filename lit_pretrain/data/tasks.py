@@ -79,9 +79,8 @@ class TaskPlan:
         units = self.units[self.shares[task] : self.shares[task + 1]]
         if not units:
             return "no input"
-        first, last = units[0], units[-1]
-        name = lambda unit: unit.path or unit.spec  # noqa: E731
-        return name(first) if first == last else f"{len(units)} read units, {name(first)} to {name(last)}"
+        first, last = units[0].path or units[0].spec, units[-1].path or units[-1].spec
+        return first if len(units) == 1 else f"{len(units)} read units, {first} to {last}"
 
 
 def make_plan(
