@@ -240,8 +240,46 @@ def print_table(results: dict) -> None:
     )
 
 
+def plot(results: dict, path: Path) -> None:
+    """Both validation curves against tokens and against training seconds, with the target and the crossing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    comparison = results["comparison"]
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for axis, (key, label, scale) in zip(
+        axes, (("tokens", "tokens", 1e6), ("train_seconds", "training seconds", 1.0)), strict=True
+    ):
+        for recipe, run in results["runs"].items():
+            points = run["curve"]
+            axis.plot(
+                [p[key] / scale for p in points], [p["val_loss"] for p in points], marker=".", label=recipe
+            )
+        axis.axhline(
+            comparison["target_val_loss"], color="grey", linestyle="--", linewidth=1, label="baseline final"
+        )
+        crossing = comparison.get("crossing_tokens" if key == "tokens" else "crossing_train_seconds")
+        if crossing is not None:
+            axis.axvline(crossing / scale, color="grey", linestyle=":", linewidth=1)
+        axis.set_xlabel("tokens (millions)" if key == "tokens" else label)
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("validation loss")
+    axes[0].legend()
+    ratios = f"tokens ratio {comparison['tokens_ratio']}, wall-time ratio {comparison['wall_ratio']}"
+    if comparison["tokens_ratio"] is not None:
+        ratios = (
+            f"tokens ratio {comparison['tokens_ratio']:.3f}, wall-time ratio {comparison['wall_ratio']:.3f}"
+        )
+    figure.suptitle(f"speedrun-cpu against the nanoGPT-style baseline, {results['steps']} steps: {ratios}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def main() -> None:
-    """Train both recipes, compare, print a table and write JSON."""
+    """Train both recipes, compare, print a table and write JSON (and the curves as PNG beside it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", default="recipe_efficiency.json")
     options = (  # flag, type, default, help
@@ -280,7 +318,8 @@ def main() -> None:
     }
     print_table(results)
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    plot(results, Path(args.output).with_suffix(".png"))
+    print(f"wrote {args.output} and {Path(args.output).with_suffix('.png')}")
 
 
 if __name__ == "__main__":

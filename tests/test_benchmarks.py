@@ -136,3 +136,4 @@ def test_recipe_efficiency_benchmark_writes_its_json(tmp_path: Path, small_corpu
         assert run["final_full_val_loss"] < run["untrained_full_val_loss"]
     assert result["comparison"]["target_val_loss"] == result["runs"]["baseline"]["final_val_loss"]
     assert "tokens ratio" in printed or "never reached" in printed
+    assert (tmp_path / "result.png").stat().st_size > 10_000, "the curves are drawn beside the JSON"
