@@ -43,6 +43,10 @@ class PhaseStep:
     def __init__(self, phase: str, work: str, output_dir: str = "") -> None:
         self.phase, self.work, self.output_dir = phase, work, output_dir
 
+    def __repr__(self) -> str:
+        """How datatrove's task logs name the step."""
+        return f"lit-pretrain prepare, {self.phase} phase (work directory {self.work})"
+
     def __call__(self, data: Any, rank: int = 0, world_size: int = 1) -> None:
         """Run this phase's task `rank` on the work directory."""
         work = Path(self.work)
