@@ -42,6 +42,7 @@ from lit_pretrain.data.prepare import iter_documents, read_documents  # noqa: E4
 from lit_pretrain.data.prepare import prepare as run_prepare  # noqa: E402
 from lit_pretrain.data.shards import TokenFileWriter, write_shards  # noqa: E402
 from lit_pretrain.data.sources import ReadReport  # noqa: E402
+from lit_pretrain.data.workers import BATCH_DOCUMENTS  # noqa: E402
 
 STAGES = ("read", "filter", "dedup_keys", "dedup_decide", "tokenize", "write")
 
@@ -100,10 +101,19 @@ def in_one_thread_process(*arguments: str) -> dict:
 
 
 def child_prepare_seconds(
-    inputs: list[str], output: Path, tokenizer: Path, num_proc: int, tasks: int | None = None
+    inputs: list[str],
+    output: Path,
+    tokenizer: Path,
+    num_proc: int,
+    tasks: int | None = None,
+    one_core: bool = False,
 ) -> None:
-    """(In the child) time one prepare with `num_proc` processes (as `tasks` tasks if given); print
-    {"seconds": ...}."""
+    """(In the child) time one prepare with `num_proc` processes (as `tasks` tasks if given; on one core
+    only if `one_core`); print {"seconds": ...}."""
+    if one_core:
+        # Every thread of this process (reader, encoder, tokenizer) on one core: the baseline of how
+        # prepare scales with cores, which one process alone already spreads over 1.1-1.2 of them.
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     shutil.rmtree(output, ignore_errors=True)
     start = time.perf_counter()
     run_prepare(inputs, output, tokenizer=tokenizer, id_field="id", num_proc=num_proc, tasks=tasks)
@@ -127,12 +137,15 @@ def child_stage_seconds(inputs: list[str], tokenizer_dir: Path, work: Path) -> N
     texts = [t for d in documents if (t := document_filter(d.text, d.is_code)) is not None]
     seconds["filter"] = time.perf_counter() - start
     deduplicator = Deduplicator(DedupConfig(exact=True, near=True))
+    # In prepare's batches: the decisions are taken a batch at a time.
+    batches = [texts[i : i + BATCH_DOCUMENTS] for i in range(0, len(texts), BATCH_DOCUMENTS)]
     start = time.perf_counter()
-    keys = [deduplicator.keys(t) for t in texts]
+    keys = [deduplicator.keys(batch) for batch in batches]
     seconds["dedup_keys"] = time.perf_counter() - start
     start = time.perf_counter()
-    kept = [t for t, k in zip(texts, keys, strict=True) if deduplicator.decide(k) is None]
+    verdicts = [verdict for batch_keys in keys for verdict in deduplicator.decide(batch_keys)]
     seconds["dedup_decide"] = time.perf_counter() - start
+    kept = [t for t, verdict in zip(texts, verdicts, strict=True) if verdict is None]
     bpe = Tokenizer.from_file(str(tokenizer_dir / TOKENIZER_NAME))
     dtype = token_dtype(bpe.get_vocab_size())
     start = time.perf_counter()
@@ -184,25 +197,38 @@ def process_scaling(inputs: list[str], work: Path, tokenizer: Path, repeats: int
     corpus_mb = sum(len(t.encode("utf-8")) for t in corpus_texts(inputs)) / 1e6
     prose_inputs = inputs[1:]
     prose_mb = sum(len(t.encode("utf-8")) for t in corpus_texts(prose_inputs)) / 1e6
-    # (label, processes, tasks): the last is the task pipeline (datatrove's local executor), 4 tasks two
-    # at a time, whose only one-process stages are the duplicate decisions and the merge.
-    modes = ((1, 1, None), (2, 2, None), ("tasks", 2, 4))
-    rounds: dict = {label: [] for label, _, _ in modes}
+    # (label, processes, tasks, one core): "1core" is one process held to one core, the baseline of
+    # scaling with cores; "tasks" is the task pipeline (datatrove's local executor), 4 tasks two at a
+    # time, whose only one-process stages are the duplicate decisions and the merge.
+    one_core = hasattr(os, "sched_setaffinity")
+    modes = ((1, 1, None, False), ("1core", 1, None, True), (2, 2, None, False), ("tasks", 2, 4, False))
+    modes = tuple(mode for mode in modes if one_core or not mode[3])
+    rounds: dict = {label: [] for label, *_ in modes}
     for _ in range(repeats):
-        for label, num_proc, tasks in modes:
+        for label, num_proc, tasks, pinned in modes:
             child = {
                 "inputs": inputs,
                 "output": str(work / f"proc{label}"),
                 "tokenizer": str(tokenizer),
                 "num_proc": num_proc,
                 "tasks": tasks,
+                "one_core": pinned,
             }
             rounds[label].append(
                 in_one_thread_process("--child", "prepare", "--child_args", json.dumps(child))["seconds"]
             )
     child = {"inputs": prose_inputs, "tokenizer_dir": str(tokenizer.parent), "work": str(work)}
     stages = in_one_thread_process("--child", "stages", "--child_args", json.dumps(child))
+    if one_core:
+        pinned = {
+            "mb_s_1_core": corpus_mb / min(rounds["1core"]),
+            # 1 core -> 2 cores: how the pipeline scales with the cores it is given.
+            "core_speedup": statistics.median(a / b for a, b in zip(rounds["1core"], rounds[2], strict=True)),
+        }
+    else:
+        pinned = {}
     return {
+        **pinned,
         "prose_mb": prose_mb,
         "mb_s_1_proc": corpus_mb / min(rounds[1]),
         "mb_s_2_proc": corpus_mb / min(rounds[2]),
@@ -242,6 +268,7 @@ def main() -> None:
                 Path(child["tokenizer"]),
                 child["num_proc"],
                 child.get("tasks"),
+                child.get("one_core", False),
             )
         else:
             child_stage_seconds(child["inputs"], Path(child["tokenizer_dir"]), Path(child["work"]))
@@ -306,6 +333,9 @@ def main() -> None:
     for num_proc in (1, 2):
         print(f"{'  --num_proc ' + str(num_proc):<42}{results[f'mb_s_{num_proc}_proc']:>14,.2f} MB/s")
     print(f"{'  speed-up (median of rounds)':<42}{results['process_speedup']:>14,.2f} x")
+    if "core_speedup" in results:
+        print(f"{'  --num_proc 1 held to one core':<42}{results['mb_s_1_core']:>14,.2f} MB/s")
+        print(f"{'  speed-up, 1 core -> 2 cores':<42}{results['core_speedup']:>14,.2f} x")
     print(f"{'  --tasks 4 --num_proc 2':<42}{results['mb_s_tasks']:>14,.2f} MB/s")
     print(f"{'  speed-up over --num_proc 1':<42}{results['tasks_speedup']:>14,.2f} x")
     print(f"one core, each stage alone (the prose, {results['prose_mb']:.1f} MB):")

@@ -40,6 +40,8 @@ def test_prepare_throughput_benchmark_writes_its_json(tmp_path: Path):
     assert result["ratio"] == pytest.approx(result["pipeline_mb_s"] / result["tokenizer_mb_s"], rel=1e-6)
     assert result["mb_s_1_proc"] > 0 and result["mb_s_2_proc"] > 0 and result["process_speedup"] > 0
     assert result["mb_s_tasks"] > 0 and result["tasks_speedup"] > 0
+    assert result["mb_s_1_core"] > 0 and result["core_speedup"] > 0
+    assert "1 core -> 2 cores" in printed
     assert set(result["stage_mb_s_one_core"]) == {
         "read",
         "filter",

@@ -61,6 +61,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 # Exceptions that mean "the input is wrong", not "the code is wrong".
 USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, ValueError)
 DEBUG_ENV = "LIT_PRETRAIN_DEBUG"
+# Verbs whose code never imports Lightning skip its import check: importing Lightning (torch,
+# torchmetrics, scipy) costs seconds of start-up, which `prepare` and every worker it spawns would pay.
+WITHOUT_LIGHTNING = frozenset({"prepare"})
 
 
 def usage() -> str:
@@ -90,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     from lit_pretrain.cli.environment import check_lightning_imports
     from lit_pretrain.cli.logs import configure_logging
 
-    check_lightning_imports()
+    if verb not in WITHOUT_LIGHTNING:
+        check_lightning_imports()
     configure_logging()
     module = importlib.import_module(f"lit_pretrain.cli.{COMMANDS[verb][0]}")
     try:

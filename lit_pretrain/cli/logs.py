@@ -6,7 +6,8 @@ import logging
 import os
 import sys
 
-from lightning.pytorch.utilities import rank_zero_only
+# Lightning's own rank_zero_only (it sets `.rank` on this object), without importing Lightning.
+from lightning_utilities.core.rank_zero import rank_zero_only
 
 PACKAGE = "lit_pretrain"
 

@@ -192,10 +192,16 @@ def mix64(values: np.ndarray) -> np.ndarray:
 
 
 class DedupKeys(NamedTuple):
-    """What deduplication needs of one document: its exact digest and its LSH band keys (None when off)."""
+    """What deduplication needs of a batch of documents, one row each (None when that pass is off)."""
 
-    exact: int | None  # the 16-byte exact_key as an integer
-    bands: list[int] | None
+    documents: int  # n
+    exact: np.ndarray | None  # (n, 2) uint64: each document's 16-byte exact_key, as two little-endian words
+    bands: np.ndarray | None  # (n, num_bands) uint64: each document's LSH band keys
+
+
+# Verdicts of `Deduplicator.decide`, by code.
+_VERDICTS = (None, "exact", "near")
+_NEW, _EXACT, _NEAR = range(3)
 
 
 class Deduplicator:
@@ -227,27 +233,55 @@ class Deduplicator:
 
     def check(self, text: str) -> str | None:
         """None if the document is new (and remember it), "exact" or "near" if it repeats an earlier one."""
-        return self.decide(self.keys(text))
+        return self.decide(self.keys([text]))[0]
 
-    def keys(self, text: str) -> DedupKeys:
-        """The document's keys: the costly, order-free half of `check`, which may run in any process."""
-        exact = int.from_bytes(exact_key(text), "little") if self.config.exact else None
-        near = self.band_keys(self.signature(text)).tolist() if self.config.near else None
-        return DedupKeys(exact, near)
+    def keys(self, texts: list[str]) -> DedupKeys:
+        """The texts' keys: the costly, order-free half of `check`, which may run in any process."""
+        exact = near = None
+        if self.config.exact:
+            digests = b"".join(exact_key(text) for text in texts)
+            exact = np.frombuffer(digests, dtype="<u8").astype(np.uint64).reshape(len(texts), 2)
+        if self.config.near:
+            near = np.empty((len(texts), self.config.num_bands), dtype=np.uint64)
+            for row, text in enumerate(texts):
+                near[row] = self.band_keys(self.signature(text))
+        return DedupKeys(len(texts), exact, near)
 
-    def decide(self, keys: DedupKeys) -> str | None:
-        """`check` from precomputed keys: documents must be decided in input order, in one process."""
+    def decide(self, keys: DedupKeys) -> list[str | None]:
+        """`check` for a batch of precomputed keys, in row order: batches must come in input order, to one
+        process. Each document is decided against every earlier one, those of its own batch included."""
+        verdicts = np.full(keys.documents, _NEW, dtype=np.int8)
         # Remembered even if it turns out a near duplicate, so that its own copies count as exact.
-        if keys.exact is not None and not self._exact_seen.add_new(keys.exact):
-            self.counts["exact_duplicates"] += 1
-            return "exact"
+        if keys.exact is not None:
+            verdicts[~self._exact_seen.add_rows(self._exact_seen.rows(keys.exact))] = _EXACT
         if keys.bands is not None:
-            if self._band_index.contains_any(keys.bands):
-                self.counts["near_duplicates"] += 1
-                return "near"
-            # Only survivors are indexed: a document is compared with what is kept, not with what was dropped.
-            self._band_index.add(keys.bands)
-        return None
+            candidates = np.flatnonzero(verdicts == _NEW)
+            verdicts[candidates[self._near_duplicates(keys.bands[candidates])]] = _NEAR
+        self.counts["exact_duplicates"] += int((verdicts == _EXACT).sum())
+        self.counts["near_duplicates"] += int((verdicts == _NEAR).sum())
+        return [_VERDICTS[code] for code in verdicts.tolist()]
+
+    def _near_duplicates(self, bands: np.ndarray) -> np.ndarray:
+        """Which of these documents (in order) share a band key with an earlier survivor; the others'
+        keys are indexed. Only survivors are indexed: a document is compared with what is kept, not with
+        what was dropped."""
+        index = self._band_index
+        rows = index.rows(bands).reshape(bands.shape)
+        near = index.find(rows.reshape(-1, 1)).reshape(rows.shape).any(axis=1)
+        unseen = np.flatnonzero(~near)
+        # Among the documents the index does not flag, only keys shared by two of them can make one a
+        # duplicate of an earlier one; those few are decided in order, the rest survive together.
+        shared = _shared_between_rows(rows[unseen])
+        kept_shared: set[int] = set()
+        for position in np.flatnonzero(shared.any(axis=1)).tolist():
+            document_keys = rows[unseen[position]][shared[position]].tolist()
+            if kept_shared.isdisjoint(document_keys):
+                kept_shared.update(document_keys)
+            else:
+                near[unseen[position]] = True
+        survivors = rows[~near].reshape(-1, 1)
+        index.add_rows(survivors)
+        return near
 
     @property
     def index_bytes(self) -> int:
@@ -355,3 +389,21 @@ class Deduplicator:
         keys = rows @ self._row_multipliers
         keys += self._band_salts
         return mix64(keys)
+
+
+def _shared_between_rows(rows: np.ndarray) -> np.ndarray:
+    """For each entry of a 2-D array, whether the same value is also in another row."""
+    if rows.size == 0:
+        return np.zeros(rows.shape, dtype=bool)
+    values = rows.ravel()
+    owners = np.repeat(np.arange(len(rows)), rows.shape[1])
+    order = np.lexsort((owners, values))
+    sorted_values, sorted_owners = values[order], owners[order]
+    same_value = sorted_values[1:] == sorted_values[:-1]
+    # Sorted by value then row, a value held by two rows has two neighbours that differ in row.
+    group = np.concatenate(([0], np.cumsum(~same_value)))
+    shared_group = np.zeros(group[-1] + 1, dtype=bool)
+    shared_group[group[1:][same_value & (sorted_owners[1:] != sorted_owners[:-1])]] = True
+    shared = np.empty(values.shape, dtype=bool)
+    shared[order] = shared_group[group]
+    return shared.reshape(rows.shape)

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from lit_pretrain.data.prepare import PrepareOptions
 
 SPLITS = ("train", "val")
+# (source, id, is_code, cleaned length or None if a filter dropped it, evaluation match or None) of a
+# screened document, as the ledger decides it.
+ScreenedDocument = tuple[str, str, bool, int | None, EvalLocation | None]
 CLEANING_COUNTERS = (NFC_CHANGED, CONTROL_CHARS_REMOVED)
 
 
@@ -122,33 +125,34 @@ class Ledger:
             document_filter.merge_counts(source_counts)
             document_filter.merge_language_counts(languages[name])
 
-    def decide(
-        self,
-        name: str,
-        document_id: str,
-        is_code: bool,
-        text_length: int | None,
-        keys: DedupKeys | None,
-        contaminated: EvalLocation | None,
-    ) -> bool:
-        """Whether a screened document is kept (`text_length` None: a filter dropped it); documents must
-        come in input order."""
-        if text_length is None:
-            return False
-        source = self.stats[name]
-        if contaminated is not None:
-            self.decontaminator.report.record(document_id, contaminated)
-            source["decontaminated"] += 1
-            return False
-        duplicate = self.deduplicator.decide(keys)
-        if duplicate is not None:
-            source[f"{duplicate}_duplicates"] += 1
-            return False
-        if is_code:
-            self.code_sources.add(name)
-        source["documents_kept"] += 1
-        self.kept_chars += text_length
-        return True
+    def decide(self, documents: Sequence[ScreenedDocument], keys: DedupKeys) -> list[bool]:
+        """Which of a batch of screened documents are kept, for those that passed screening (a length and
+        no evaluation match), in order; `keys` has one row per such document. Batches must come in input
+        order."""
+        passed: list[ScreenedDocument] = []
+        for document in documents:
+            name, document_id, _, length, contaminated = document
+            if length is None:
+                continue
+            if contaminated is not None:
+                self.decontaminator.report.record(document_id, contaminated)
+                self.stats[name]["decontaminated"] += 1
+                continue
+            passed.append(document)
+        kept = []
+        for (name, _, is_code, length, _), duplicate in zip(
+            passed, self.deduplicator.decide(keys), strict=True
+        ):
+            source = self.stats[name]
+            kept.append(duplicate is None)
+            if duplicate is not None:
+                source[f"{duplicate}_duplicates"] += 1
+                continue
+            if is_code:
+                self.code_sources.add(name)
+            source["documents_kept"] += 1
+            self.kept_chars += length
+        return kept
 
     def __getstate__(self) -> dict[str, Any]:
         """Picklable once screening is over: the seen-id and dedup tables stay behind, their counts go."""

@@ -11,7 +11,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +33,9 @@ from lit_pretrain.data.tokenizer import find_eos_id, find_special_id, load_token
 from lit_pretrain.data.workers import (
     BATCHES_IN_FLIGHT_PER_PROCESS,
     Encoder,
+    ScreenedBatch,
     Screener,
+    ScreenItem,
     batched,
     ordered_map,
     screen_in_worker,
@@ -44,8 +46,8 @@ __all__ = ["PrepareOptions", "in_validation", "prepare", "read_documents", "spli
 
 log = logging.getLogger(__name__)
 
-# (source name, document id, text) of a kept document, on its way to the tokenizer.
-_Record = tuple[str, str, str]
+# (source name, document id, cleaned text or token ids) of a kept document.
+_Kept = tuple[str, str, Any]
 
 
 def iter_documents(
@@ -115,8 +117,8 @@ class _Spool:
         self.path = path
         self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
-    def write(self, document: Document) -> None:
-        self._file.write(json.dumps({"id": document.id, "text": document.text}, ensure_ascii=False) + "\n")
+    def write(self, document_id: str, text: str) -> None:
+        self._file.write(json.dumps({"id": document_id, "text": text}, ensure_ascii=False) + "\n")
 
     def close(self) -> None:
         self._file.close()
@@ -221,15 +223,11 @@ def prepare(
     partial_dir = output_dir.with_name(output_dir.name + ".partial")
     shutil.rmtree(partial_dir, ignore_errors=True)
     (partial_dir / "_work").mkdir(parents=True)
-    pool = start_pool(num_proc, options.filters, options.dedup, index) if num_proc > 1 else None
     try:
-        manifest = _Pipeline(partial_dir, inputs, val_inputs, options, pool, num_proc, index).run()
+        manifest = _Pipeline(partial_dir, inputs, val_inputs, options, num_proc, index).run()
     except BaseException:
         shutil.rmtree(partial_dir, ignore_errors=True)
         raise
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
     shutil.rmtree(partial_dir / "_work")
     if output_dir.exists():
         shutil.rmtree(output_dir)
@@ -250,9 +248,10 @@ def _as_config(value: Any, config_type: type[Any]) -> Any:
 class _Pipeline:
     """One prepare run: stage 1 reads, cleans, filters and deduplicates; stage 2 tokenizes and writes.
 
-    With a given tokenizer both stages run at once: a thread feeds kept documents to the tokenizer,
-    whose Rust threads encode while Python filters the next ones. Without one, kept documents are spooled
-    to disk, a BPE is trained on the spooled training documents, and the spool is tokenized.
+    With a given tokenizer both stages run at once: in one process, a thread feeds kept documents to the
+    tokenizer, whose Rust threads encode while Python filters the next ones; with worker processes, each
+    encodes the documents it screened. Without one, kept documents are spooled to disk, a BPE is trained
+    on the spooled training documents, and the spool is tokenized.
     """
 
     def __init__(
@@ -261,19 +260,14 @@ class _Pipeline:
         inputs: Sequence[str],
         val_inputs: Sequence[str],
         options: PrepareOptions,
-        pool: Executor | None = None,
         num_proc: int = 1,
         decontamination: DecontaminationIndex | None = None,
     ):
         self.out = out
-        # Worker processes for screening and encoding (None: all in this process).
-        self.pool = pool
         self.num_proc = num_proc
-        self._screen = (
-            screen_in_worker
-            if pool is not None
-            else Screener(options.filters, options.dedup, decontamination)
-        )
+        self.decontamination = decontamination
+        # Worker processes for screening and encoding (None: all in this process), started by run().
+        self.pool: Executor | None = None
         self.work = out / "_work"
         self.inputs = list(inputs)
         self.val_inputs = list(val_inputs)
@@ -300,8 +294,9 @@ class _Pipeline:
             ledger.read(spec, name, document)
             yield name, document
 
-    def kept_documents(self) -> Iterator[tuple[str, Document]]:
-        """Stage 1: (source, document) for every document that survives cleaning, filters and dedup.
+    def kept_documents(self, screen: Callable[[list[ScreenItem]], ScreenedBatch]) -> Iterator[_Kept]:
+        """Stage 1: (source, document id, content) for every document that survives cleaning, filters and
+        dedup; the content is its cleaned text, or its ids if the workers encode as they screen.
 
         Screening (cleaning, filters, dedup keys) runs on batches, in the worker processes if there are
         any; the duplicate decisions are taken here, in input order.
@@ -310,25 +305,66 @@ class _Pipeline:
         batches = batched(self._read_documents(progress), lambda item: item[1].text)
         payloads = ((batch, [(name, d.is_code, d.text) for name, d in batch]) for batch in batches)
         in_flight = BATCHES_IN_FLIGHT_PER_PROCESS * self.num_proc
-        for batch, (results, counts, languages) in ordered_map(self._screen, payloads, self.pool, in_flight):
-            self.ledger.screened_counts(counts, languages)
-            for (name, document), (text, keys, contaminated) in zip(batch, results, strict=True):
-                length = None if text is None else len(text)
-                if self.ledger.decide(name, document.id, document.is_code, length, keys, contaminated):
-                    yield name, Document(document.id, name, document.origin, text, document.is_code)
+        for batch, screened in ordered_map(screen, payloads, self.pool, in_flight):
+            self.ledger.screened_counts(screened.counts, screened.languages)
+            decided = [
+                (name, document.id, document.is_code, length, match)
+                for (name, document), (length, match) in zip(batch, screened.documents, strict=True)
+            ]
+            passed = [item for item in decided if item[3] is not None and item[4] is None]
+            kept = self.ledger.decide(decided, screened.keys)
+            for (name, document_id, *_), content, keep in zip(passed, screened.passed, kept, strict=True):
+                if keep:
+                    yield name, document_id, content
         progress.close()
         self.ledger.finish_screening()
 
     def run(self) -> dict[str, Any]:
         """Both stages, the shards and the manifest; returns the manifest."""
-        options, ledger = self.options, self.ledger
+        options = self.options
         started = time.perf_counter()
-        if options.tokenizer is None:
+        bpe = encoder = None
+        if options.tokenizer is not None:
+            bpe = load_tokenizer(options.tokenizer)
+            log.info(
+                "loaded tokenizer %s with %s tokens in %.1fs",
+                options.tokenizer,
+                f"{bpe.get_vocab_size():,}",
+                time.perf_counter() - started,
+            )
+            bpe.save(str(self.out / TOKENIZER_NAME))
+            encoder = self._encoder(bpe)
+        if self.num_proc > 1:
+            self.pool = start_pool(
+                self.num_proc, options.filters, options.dedup, self.decontamination, encoder
+            )
+        try:
+            return self._run(bpe, encoder)
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(cancel_futures=True)
+
+    def _encoder(self, bpe: Any) -> Encoder:
+        """How documents are encoded with the saved tokenizer `bpe`."""
+        options = self.options
+        eos_id = find_eos_id(bpe, options.eos_token)
+        bos_id = find_special_id(bpe, options.bos_token) if options.bos_token else None
+        return Encoder(self.out / TOKENIZER_NAME, eos_id, bos_id, token_dtype(bpe.get_vocab_size()))
+
+    def _run(self, bpe: Any, encoder: Encoder | None) -> dict[str, Any]:
+        """Both stages with the given tokenizer `bpe` and its `encoder`, or with a BPE trained on the way."""
+        ledger = self.ledger
+        screen = (
+            screen_in_worker
+            if self.pool is not None
+            else Screener(self.options.filters, self.options.dedup, self.decontamination)
+        )
+        if encoder is None:
             spools: dict[str, _Spool] = {}
-            for name, document in self.kept_documents():
+            for name, document_id, text in self.kept_documents(screen):
                 if name not in spools:
                     spools[name] = _Spool(self.work / f"{len(spools):04d}.jsonl")
-                spools[name].write(document)
+                spools[name].write(document_id, text)
             for spool in spools.values():
                 spool.close()
             started = time.perf_counter()
@@ -338,55 +374,49 @@ class _Pipeline:
                 for doc_id, text in spool.read()
                 if not ledger.held_out(doc_id, name)
             )
-            bpe = train_bpe_tokenizer(train_texts, options.vocab_size)
+            bpe = train_bpe_tokenizer(train_texts, self.options.vocab_size)
             log.info(
                 "trained a byte-level BPE tokenizer with %s tokens in %.1fs",
                 f"{bpe.get_vocab_size():,}",
                 time.perf_counter() - started,
             )
+            bpe.save(str(self.out / TOKENIZER_NAME))
+            encoder = self._encoder(bpe)
             records = (
                 (name, doc_id, text) for name, spool in spools.items() for doc_id, text in spool.read()
             )
             progress = Progress(
                 "tokenize", total=ledger.documents_kept, total_bytes=ledger.kept_chars, logger=log
             )
+            encoded = self._encoded(records, bpe, encoder)
         else:
-            bpe = load_tokenizer(options.tokenizer)
-            log.info(
-                "loaded tokenizer %s with %s tokens in %.1fs",
-                options.tokenizer,
-                f"{bpe.get_vocab_size():,}",
-                time.perf_counter() - started,
-            )
-            records = ((name, d.id, d.text) for name, d in self.kept_documents())
             progress = None  # stage 1's progress line already tracks the documents
-        eos_id = find_eos_id(bpe, options.eos_token)
-        bos_id = find_special_id(bpe, options.bos_token) if options.bos_token else None
-        dtype = token_dtype(bpe.get_vocab_size())
-        bpe.save(str(self.out / TOKENIZER_NAME))
+            if self.pool is not None:  # the workers encoded as they screened
+                encoded = (((name, doc_id, None), ids) for name, doc_id, ids in self.kept_documents(screen))
+            else:
+                encoded = self._encoded(self.kept_documents(screen), bpe, encoder)
 
-        writers = SplitWriters(self.work, dtype, ledger.held_out)
-        for (name, doc_id, text), ids in self._encoded(records, bpe, eos_id, bos_id, dtype):
+        writers = SplitWriters(self.work, encoder.dtype, ledger.held_out)
+        for (name, doc_id, text), ids in encoded:
             writers.write(name, doc_id, ids)
             if progress is not None:
                 progress.update(1, len(text))
         if progress is not None:
             progress.close()
-        return finish_dataset(self.out, ledger, writers, bpe, eos_id, bos_id)
+        return finish_dataset(self.out, ledger, writers, bpe, encoder.eos_id, encoder.bos_id)
 
     def _encoded(
-        self, records: Iterator[_Record], bpe, eos_id: int, bos_id: int | None, dtype: np.dtype
-    ) -> Iterator[tuple[_Record, np.ndarray]]:
-        """Each record with its ids, in order.
+        self, records: Iterator[_Kept], bpe: Any, encoder: Encoder
+    ) -> Iterator[tuple[_Kept, np.ndarray]]:
+        """Each (source, id, text) record with its ids, in order.
 
         In one process, records are read (stage 1, or the spool) in one thread and encoded in another
         while this one writes the ids (see encode_records). With worker processes, they encode batches
         with the saved tokenizer, one thread each.
         """
         if self.pool is None:
-            yield from encode_records(records, bpe, eos_id, bos_id, dtype)
+            yield from encode_records(records, bpe, encoder.eos_id, encoder.bos_id, encoder.dtype)
             return
-        encoder = Encoder(self.out / TOKENIZER_NAME, eos_id, bos_id, dtype)
         payloads = ((batch, [text for _, _, text in batch]) for batch in batched(records, lambda r: r[2]))
         in_flight = BATCHES_IN_FLIGHT_PER_PROCESS * self.num_proc
         for batch, arrays in ordered_map(encoder, payloads, self.pool, in_flight):

@@ -171,15 +171,17 @@ def screen_task(work: Path, task: int) -> None:
         with open(partial / "records.pkl", "wb") as records, open(partial / "texts.pkl", "wb") as texts:
             for events in _event_batches(plan, task, report):
                 documents = [event for event in events if event[0] == "doc"]
-                results, counts, languages = screener(
-                    [(e[2].source, e[2].is_code, e[2].text) for e in documents]
-                )
-                rows = []
-                passed = []
-                for (_, _, document), (text, keys, match) in zip(documents, results, strict=True):
-                    rows.append((None if text is None else len(text), keys, match))
-                    if text is not None and match is None:
-                        passed.append((document.source, document.id, text))
+                screened = screener([(e[2].source, e[2].is_code, e[2].text) for e in documents])
+                passed_documents = [
+                    document
+                    for (_, _, document), (length, match) in zip(documents, screened.documents, strict=True)
+                    if length is not None and match is None
+                ]
+                passed = [
+                    (document.source, document.id, text)
+                    for document, text in zip(passed_documents, screened.passed, strict=True)
+                ]
+                for _, _, document in documents:
                     if document.source not in sources:
                         sources.append(document.source)
                 # Events keep only what the ledger needs: the text stays out of the decision's input.
@@ -191,7 +193,8 @@ def screen_task(work: Path, task: int) -> None:
                     )
                     for kind, unit, document in events
                 ]
-                pickle.dump((slim, rows, counts, languages), records, protocol=pickle.HIGHEST_PROTOCOL)
+                record = (slim, screened.documents, screened.keys, screened.counts, screened.languages)
+                pickle.dump(record, records, protocol=pickle.HIGHEST_PROTOCOL)
                 pickle.dump(passed, texts, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as err:
         raise RuntimeError(f"screen task {task} ({plan.describe(task)}) failed: {err}") from err
@@ -234,7 +237,7 @@ def decide_task(work: Path) -> None:
         screened = _task_dir(work, SCREEN, task)
         _merge_report(report, json.loads((screened / "report.json").read_text()), task_sources)
         keep: list[bool] = []
-        for events, rows, counts, languages in _pickled_items(screened / "records.pkl"):
+        for events, rows, keys, counts, languages in _pickled_items(screened / "records.pkl"):
             for kind, unit_index, payload in events:
                 unit = plan.units[unit_index]
                 if kind == "end":
@@ -245,13 +248,13 @@ def decide_task(work: Path) -> None:
                 document_id, origin, is_code = payload
                 ledger.read(unit.spec, unit.source, Document(document_id, unit.source, origin, "", is_code))
             ledger.screened_counts(counts, languages)
-            for (_, unit_index, payload), row in zip((e for e in events if e[0] == "doc"), rows, strict=True):
-                length, keys, match = row
-                kept = ledger.decide(
-                    plan.units[unit_index].source, payload[0], payload[2], length, keys, match
+            decided = [
+                (plan.units[unit_index].source, payload[0], payload[2], length, match)
+                for (_, unit_index, payload), (length, match) in zip(
+                    (e for e in events if e[0] == "doc"), rows, strict=True
                 )
-                if length is not None and match is None:
-                    keep.append(kept)
+            ]
+            keep.extend(ledger.decide(decided, keys))
         np.save(partial / f"keep-{task:05d}.npy", np.array(keep, dtype=np.bool_))
     ledger.finish_screening()
     bpe = _decide_tokenizer(work, plan, ledger, partial, task_sources)

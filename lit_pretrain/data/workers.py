@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from lit_pretrain.data.filters import DocumentFilter, FilterConfig
 # A batch holds up to this many documents or characters: large enough that handing it to a process costs
 # little against the work on it, small enough that a few batches per process in flight stay in memory.
 BATCH_DOCUMENTS = 512
-BATCH_CHARS = 4 << 20
+BATCH_CHARS = 1 << 20
 # Batches in flight per process: one being worked on, one waiting, one coming back.
 BATCHES_IN_FLIGHT_PER_PROCESS = 3
 
@@ -34,45 +34,19 @@ T = TypeVar("T")
 
 # (source name, is_code, text) of a document to screen.
 ScreenItem = tuple[str, bool, str]
-# Each document's cleaned text (None: a filter dropped it), dedup keys and the evaluation example it shares
-# an n-gram with (None: none, or no decontamination); each source's filter counts and identified-language
-# counts.
-ScreenedBatch = tuple[
-    list[tuple[str | None, DedupKeys | None, EvalLocation | None]],
-    dict[str, dict[str, int]],
-    dict[str, dict[str, int]],
-]
 
 
-class Screener:
-    """Cleans and filters documents, checks them against the evaluation data and computes their dedup keys:
-    everything before the order-bound duplicate decision. One per process (it keeps scratch arrays between
-    calls)."""
+class ScreenedBatch(NamedTuple):
+    """What screening a batch gives: per document, its cleaned length (None: a filter dropped it) and the
+    evaluation example it shares an n-gram with (None: none, or no decontamination); for the documents
+    that passed (a length and no match), in order, their cleaned texts (or token ids, when screening
+    encodes too) and their dedup keys; each source's filter and identified-language counts."""
 
-    def __init__(
-        self, filters: FilterConfig, dedup: DedupConfig, decontamination: DecontaminationIndex | None = None
-    ) -> None:
-        self.filters = filters
-        self.keys = Deduplicator(dedup).keys
-        self.decontamination = decontamination
-
-    def __call__(self, batch: list[ScreenItem]) -> ScreenedBatch:
-        """Screen a batch; filter counts come back per source, to be summed by the caller."""
-        by_source: dict[str, DocumentFilter] = {}
-        results: list[tuple[str | None, DedupKeys | None, EvalLocation | None]] = []
-        for source, is_code, text in batch:
-            document_filter = by_source.get(source)
-            if document_filter is None:
-                document_filter = by_source[source] = DocumentFilter(self.filters)
-            cleaned = document_filter(text, is_code)
-            if cleaned is None:
-                results.append((None, None, None))
-                continue
-            # Matched here, in parallel; the caller counts it in input order, before the dedup decision.
-            match = self.decontamination.match(cleaned) if self.decontamination is not None else None
-            results.append((cleaned, None if match is not None else self.keys(cleaned), match))
-        counts = {source: f.counts for source, f in by_source.items()}
-        return results, counts, {source: f.language_counts for source, f in by_source.items()}
+    documents: list[tuple[int | None, EvalLocation | None]]
+    passed: list[str] | list[np.ndarray]
+    keys: DedupKeys
+    counts: dict[str, dict[str, int]]
+    languages: dict[str, dict[str, int]]
 
 
 class Encoder:
@@ -85,6 +59,51 @@ class Encoder:
     def __call__(self, texts: list[str]) -> list[np.ndarray]:
         """Each text's ids, framed as prepare frames every document."""
         return encode_texts(_tokenizer(self.tokenizer_path), texts, self.eos_id, self.bos_id, self.dtype)
+
+
+class Screener:
+    """Cleans and filters documents, checks them against the evaluation data and computes their dedup keys:
+    everything before the order-bound duplicate decision. With an `encoder`, it also encodes the documents
+    that pass, so that their texts need not travel back and out again (a duplicate is encoded for nothing,
+    a few percent of the work). One per process (it keeps scratch arrays between calls)."""
+
+    def __init__(
+        self,
+        filters: FilterConfig,
+        dedup: DedupConfig,
+        decontamination: DecontaminationIndex | None = None,
+        encoder: Encoder | None = None,
+    ) -> None:
+        self.filters = filters
+        self.keys = Deduplicator(dedup).keys
+        self.decontamination = decontamination
+        self.encoder = encoder
+
+    def __call__(self, batch: list[ScreenItem]) -> ScreenedBatch:
+        """Screen a batch; filter counts come back per source, to be summed by the caller."""
+        by_source: dict[str, DocumentFilter] = {}
+        documents: list[tuple[int | None, EvalLocation | None]] = []
+        passed: list[str] = []
+        for source, is_code, text in batch:
+            document_filter = by_source.get(source)
+            if document_filter is None:
+                document_filter = by_source[source] = DocumentFilter(self.filters)
+            cleaned = document_filter(text, is_code)
+            if cleaned is None:
+                documents.append((None, None))
+                continue
+            # Matched here, in parallel; the caller counts it in input order, before the dedup decision.
+            match = self.decontamination.match(cleaned) if self.decontamination is not None else None
+            documents.append((len(cleaned), match))
+            if match is None:
+                passed.append(cleaned)
+        return ScreenedBatch(
+            documents,
+            self.encoder(passed) if self.encoder is not None else passed,
+            self.keys(passed),
+            {source: f.counts for source, f in by_source.items()},
+            {source: f.language_counts for source, f in by_source.items()},
+        )
 
 
 _screener: Screener | None = None
@@ -100,13 +119,16 @@ def _tokenizer(path: Path) -> Any:
 
 
 def _start_worker(
-    filters: FilterConfig, dedup: DedupConfig, decontamination: DecontaminationIndex | None
+    filters: FilterConfig,
+    dedup: DedupConfig,
+    decontamination: DecontaminationIndex | None,
+    encoder: Encoder | None,
 ) -> None:
     global _screener
     # One tokenizer thread per process: the processes are the parallelism. Read when the tokenizer's
     # thread pool first starts, which is after this.
     os.environ["RAYON_NUM_THREADS"] = "1"
-    _screener = Screener(filters, dedup, decontamination)
+    _screener = Screener(filters, dedup, decontamination, encoder)
 
 
 def screen_in_worker(batch: list[ScreenItem]) -> ScreenedBatch:
@@ -120,8 +142,10 @@ def start_pool(
     filters: FilterConfig,
     dedup: DedupConfig,
     decontamination: DecontaminationIndex | None = None,
+    encoder: Encoder | None = None,
 ) -> ProcessPoolExecutor:
-    """`num_proc` worker processes, each with its own Screener (and a copy of the decontamination index).
+    """`num_proc` worker processes, each with its own Screener (and a copy of the decontamination index;
+    with `encoder`, screening encodes too).
 
     Spawned, not forked: the parent may hold threads (the tokenizer's, a reader's) that a fork would copy
     in whatever state they were.
@@ -130,7 +154,7 @@ def start_pool(
         max_workers=num_proc,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,
-        initargs=(filters, dedup, decontamination),
+        initargs=(filters, dedup, decontamination, encoder),
     )
 
 

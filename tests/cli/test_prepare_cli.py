@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -205,3 +207,17 @@ def test_the_documented_example_parses(parser):
     args = parser.instantiate(parser.parse_args(rewrite_argv(parser, shlex.split(command))))
     assert args.inputs == ["dumps/web-*.jsonl.zst"] and args.val_inputs == ["heldout/wiki.jsonl"]
     assert args.dedup.near and args.filters.blocklist == ["lorem ipsum"] and args.vocab_size == 32000
+
+
+def test_prepare_never_imports_lightning(corpus: Path):
+    # Lightning's import (torchmetrics, scipy) costs seconds, paid again by every spawned worker.
+    code = (
+        "import sys; from lit_pretrain.cli import main; "
+        f"main(['prepare', {str(corpus / 'train.jsonl')!r}, '--output_dir', {str(corpus / 'out')!r}, "
+        "'--vocab_size', '300', '--num_proc', '2']); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'torchmetrics')))"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip().splitlines()[-1] == "[]"
+    assert (corpus / "out" / "manifest.json").exists()

@@ -98,3 +98,21 @@ def test_seen_ids_tell_every_id_apart_and_refuse_a_repeat():
     assert not any(seen.add(i) for i in ids)
     with pytest.raises(ValueError, match=r"'web:part-0.jsonl:5' \(a.jsonl:6\) occurs twice"):
         check_unique_id(Document("web:part-0.jsonl:5", "web", "a.jsonl:6", "text"), seen)
+
+
+def test_many_keys_at_once_agree_with_one_at_a_time():
+    rng = np.random.default_rng(21)
+    batched, single = KeyTable(words=2, capacity=8), KeyTable(words=2, capacity=8)
+    # Low words from a small range collide in the slots; repeats within and across batches; zero low words.
+    low = rng.integers(0, 64, 4000, dtype=np.uint64) << np.uint64(40)
+    keys = np.stack([low, rng.integers(0, 3, 4000, dtype=np.uint64)], axis=1)
+    for group in np.array_split(keys, 37):
+        rows = batched.rows(group)
+        expected = [single.add_new(int(lo) | (int(hi) << 64)) for lo, hi in group.tolist()]
+        assert batched.add_rows(rows).tolist() == expected
+        assert batched.size == single.size
+        assert batched.find(rows).all()
+    absent = batched.rows(np.stack([low[:50], np.full(50, 7, dtype=np.uint64)], axis=1))
+    assert not batched.find(absent).any()
+    assert all(int(lo) | (int(hi) << 64) in batched for lo, hi in keys[:200].tolist())
+    assert 2 * batched.size <= batched.nbytes // 16

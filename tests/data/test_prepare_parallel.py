@@ -75,8 +75,12 @@ def test_keys_computed_elsewhere_give_the_same_decisions_as_check():
     texts = [prose(1), prose(2), prose(1), prose(2).replace("model", "models", 1), prose(3)]
     checking, deciding, keying = Deduplicator(config), Deduplicator(config), Deduplicator(config)
     assert [checking.check(t) for t in texts] == [None, None, "exact", "near", None]
-    assert [deciding.decide(keying.keys(t)) for t in texts] == [None, None, "exact", "near", None]
+    assert [deciding.decide(keying.keys([t]))[0] for t in texts] == [None, None, "exact", "near", None]
     assert deciding.counts == checking.counts
+    # One batch: each document is decided against the earlier ones of its own batch too.
+    in_one_batch = Deduplicator(config)
+    assert in_one_batch.decide(keying.keys(texts)) == [None, None, "exact", "near", None]
+    assert in_one_batch.counts == checking.counts
 
 
 def test_ordered_map_keeps_order_and_bounds_the_work_in_flight():
