@@ -21,7 +21,7 @@ import numpy as np
 
 from lit_pretrain.data.decontaminate import DecontaminationConfig, DecontaminationIndex
 from lit_pretrain.data.dedup import DedupConfig
-from lit_pretrain.data.encode import encode_records, token_dtype
+from lit_pretrain.data.encode import encode_records
 from lit_pretrain.data.engine import prepare_in_tasks
 from lit_pretrain.data.filters import FilterConfig
 from lit_pretrain.data.ledger import Ledger, id_fraction, in_validation
@@ -29,7 +29,7 @@ from lit_pretrain.data.manifest import TOKENIZER_NAME
 from lit_pretrain.data.progress import Progress
 from lit_pretrain.data.sources import Document, ReadReport, SeenIds, check_unique_id, documents_for
 from lit_pretrain.data.split_writers import SplitWriters, finish_dataset
-from lit_pretrain.data.tokenizer import find_eos_id, find_special_id, load_tokenizer, train_bpe_tokenizer
+from lit_pretrain.data.tokenizer import load_tokenizer, train_bpe_tokenizer
 from lit_pretrain.data.workers import (
     BATCHES_IN_FLIGHT_PER_PROCESS,
     Encoder,
@@ -345,11 +345,9 @@ class _Pipeline:
                 self.pool.shutdown(cancel_futures=True)
 
     def _encoder(self, bpe: Any) -> Encoder:
-        """How documents are encoded with the saved tokenizer `bpe`."""
+        """How documents are encoded with the tokenizer `bpe`, saved in the output."""
         options = self.options
-        eos_id = find_eos_id(bpe, options.eos_token)
-        bos_id = find_special_id(bpe, options.bos_token) if options.bos_token else None
-        return Encoder(self.out / TOKENIZER_NAME, eos_id, bos_id, token_dtype(bpe.get_vocab_size()))
+        return Encoder.for_tokenizer(self.out / TOKENIZER_NAME, bpe, options.eos_token, options.bos_token)
 
     def _run(self, bpe: Any, encoder: Encoder | None) -> dict[str, Any]:
         """Both stages with the given tokenizer `bpe` and its `encoder`, or with a BPE trained on the way."""

@@ -2,12 +2,12 @@
 
 - screen: task k reads its contiguous share of the read units (read_plan.py), cleans, filters, checks
   against the evaluation data and computes dedup keys; it writes the compact per-document records the
-  decision needs and, apart, the texts that passed;
+  decision needs and, apart, the texts that passed (their token ids, when the tokenizer is given);
 - decide: one task replays every screen task's records in input order through the Ledger, so duplicates,
   unique ids and every count are global and decided exactly as one process decides them; it writes a
   keep mask per screen task, the ledger, and the tokenizer (trained here on the kept training texts when
   none is given, in the order a single-machine prepare feeds them);
-- tokenize: task k encodes its kept texts into one token file per (source, split);
+- tokenize: task k encodes its kept texts (or takes their ids) into one token file per (source, split);
 - merge: one task appends the token files in task order and writes the dataset exactly as prepare.py does
   (shards, tokenizer.json, manifest.json), so the result is the same byte for byte.
 
@@ -31,14 +31,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lit_pretrain.data.decontaminate import DecontaminationIndex
-from lit_pretrain.data.encode import encode_texts, token_dtype
 from lit_pretrain.data.ledger import Ledger
 from lit_pretrain.data.manifest import TOKENIZER_NAME
 from lit_pretrain.data.read_plan import ReadUnit, plan_reads, unit_documents
 from lit_pretrain.data.sources import MAX_LOCATIONS, Document, ReadReport
 from lit_pretrain.data.split_writers import SplitWriters, finish_dataset
-from lit_pretrain.data.tokenizer import find_eos_id, find_special_id, load_tokenizer, train_bpe_tokenizer
-from lit_pretrain.data.workers import Screener, batched
+from lit_pretrain.data.tokenizer import load_tokenizer, train_bpe_tokenizer
+from lit_pretrain.data.workers import Encoder, Screener, batched
 
 if TYPE_CHECKING:
     from lit_pretrain.data.prepare import PrepareOptions
@@ -162,7 +161,19 @@ def screen_task(work: Path, task: int) -> None:
     plan = load_plan(work)
     options = plan.options
     index = DecontaminationIndex(options.decontamination) if options.decontamination.enabled else None
-    screener = Screener(options.filters, options.dedup, index)
+    # With a given tokenizer the documents that pass are encoded here, as prepare's workers do: the
+    # tokenize tasks then only file the kept ids, and no text is written to the work directory.
+    encoder = (
+        Encoder.for_tokenizer(
+            Path(options.tokenizer),
+            load_tokenizer(options.tokenizer),
+            options.eos_token,
+            options.bos_token,
+        )
+        if options.tokenizer is not None
+        else None
+    )
+    screener = Screener(options.filters, options.dedup, index, encoder)
     final = _task_dir(work, SCREEN, task)
     partial = _fresh_partial(final)
     report = ReadReport()
@@ -302,24 +313,26 @@ def _decide_tokenizer(
 
 # -------------------------------------------------------------------------------------------------- tokenize
 def tokenize_task(work: Path, task: int) -> None:
-    """Encode screen task `task`'s kept texts into one token file per (source, split)."""
+    """Encode screen task `task`'s kept texts (or file the ids it encoded) into one token file per
+    (source, split)."""
     plan = load_plan(work)
     options = plan.options
     ledger = _load_ledger(work)
-    bpe = load_tokenizer(work / DECIDE / TOKENIZER_NAME)
-    eos_id = find_eos_id(bpe, options.eos_token)
-    bos_id = find_special_id(bpe, options.bos_token) if options.bos_token else None
-    dtype = token_dtype(bpe.get_vocab_size())
+    tokenizer_path = work / DECIDE / TOKENIZER_NAME
+    encoder = Encoder.for_tokenizer(
+        tokenizer_path, load_tokenizer(tokenizer_path), options.eos_token, options.bos_token
+    )
     final = _task_dir(work, TOKENIZE, task)
     partial = _fresh_partial(final)
-    writers = SplitWriters(partial, dtype, ledger.held_out)
+    writers = SplitWriters(partial, encoder.dtype, ledger.held_out)
     keep = iter(np.load(work / DECIDE / f"keep-{task:05d}.npy"))
     for passed in _pickled_items(_task_dir(work, SCREEN, task) / "texts.pkl"):
         kept = [record for record in passed if next(keep)]
-        if kept:
-            arrays = encode_texts(bpe, [text for _, _, text in kept], eos_id, bos_id, dtype)
-            for (source, document_id, _), ids in zip(kept, arrays, strict=True):
-                writers.write(source, document_id, ids)
+        contents = [content for _, _, content in kept]
+        # The screen task encoded them already when the tokenizer was given.
+        arrays = contents if options.tokenizer is not None else encoder(contents)
+        for (source, document_id, _), ids in zip(kept, arrays, strict=True):
+            writers.write(source, document_id, ids)
     files = [
         {
             "source": name,
@@ -345,13 +358,11 @@ def merge_task(work: Path, output_dir: Path) -> dict[str, Any]:
     ledger = _load_ledger(work)
     bpe = load_tokenizer(work / DECIDE / TOKENIZER_NAME)
     options = plan.options
-    eos_id = find_eos_id(bpe, options.eos_token)
-    bos_id = find_special_id(bpe, options.bos_token) if options.bos_token else None
-    dtype = token_dtype(bpe.get_vocab_size())
+    encoder = Encoder.for_tokenizer(work / DECIDE / TOKENIZER_NAME, bpe, options.eos_token, options.bos_token)
     partial = _fresh_partial(output_dir)
     (partial / "_work").mkdir()
     shutil.copyfile(work / DECIDE / TOKENIZER_NAME, partial / TOKENIZER_NAME)
-    writers = SplitWriters(partial / "_work", dtype, ledger.held_out)
+    writers = SplitWriters(partial / "_work", encoder.dtype, ledger.held_out)
     for task in range(plan.tasks):
         directory = _task_dir(work, TOKENIZE, task)
         listing = json.loads((directory / "files.json").read_text())
@@ -362,7 +373,7 @@ def merge_task(work: Path, output_dir: Path) -> dict[str, Any]:
                 tuple(lowest) if lowest is not None and split == "train" and lowest[1] == name else None
             )
             writers.append(name, split, directory / entry["file"], entry["documents"], candidate)
-    manifest = finish_dataset(partial, ledger, writers, bpe, eos_id, bos_id)
+    manifest = finish_dataset(partial, ledger, writers, bpe, encoder.eos_id, encoder.bos_id)
     shutil.rmtree(partial / "_work")
     _publish(partial, output_dir)
     return manifest

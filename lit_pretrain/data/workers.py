@@ -19,8 +19,9 @@ import numpy as np
 
 from lit_pretrain.data.decontaminate import DecontaminationIndex, EvalLocation
 from lit_pretrain.data.dedup import DedupConfig, DedupKeys, Deduplicator
-from lit_pretrain.data.encode import encode_texts
+from lit_pretrain.data.encode import encode_texts, token_dtype
 from lit_pretrain.data.filters import DocumentFilter, FilterConfig
+from lit_pretrain.data.tokenizer import find_eos_id, find_special_id, load_tokenizer
 
 # A batch holds up to this many documents or characters: large enough that handing it to a process costs
 # little against the work on it, small enough that a few batches per process in flight stay in memory.
@@ -55,6 +56,16 @@ class Encoder:
     def __init__(self, tokenizer_path: Path, eos_id: int, bos_id: int | None, dtype: np.dtype) -> None:
         self.tokenizer_path = tokenizer_path
         self.eos_id, self.bos_id, self.dtype = eos_id, bos_id, dtype
+
+    @classmethod
+    def for_tokenizer(
+        cls, tokenizer_path: Path, tokenizer: Any, eos_token: str | None, bos_token: str | None
+    ) -> Encoder:
+        """The encoder prepare frames documents with: the tokenizer saved at `tokenizer_path` (a
+        tokenizer.json or its directory), already loaded as `tokenizer`, and its EOS and optional BOS."""
+        bos_id = find_special_id(tokenizer, bos_token) if bos_token else None
+        eos_id = find_eos_id(tokenizer, eos_token)
+        return cls(tokenizer_path, eos_id, bos_id, token_dtype(tokenizer.get_vocab_size()))
 
     def __call__(self, texts: list[str]) -> list[np.ndarray]:
         """Each text's ids, framed as prepare frames every document."""
@@ -112,9 +123,7 @@ _tokenizers: dict[Path, Any] = {}
 
 def _tokenizer(path: Path) -> Any:
     if path not in _tokenizers:
-        from tokenizers import Tokenizer
-
-        _tokenizers[path] = Tokenizer.from_file(str(path))
+        _tokenizers[path] = load_tokenizer(path)
     return _tokenizers[path]
 
 
