@@ -1,13 +1,15 @@
 """Prepare's inputs cut into read units, each readable alone, giving the documents a whole read gives.
 
-A unit is one file of an input (a text, JSONL or Parquet file, a code file, one standard-library file), or
-a whole input that is not a set of local files (a Hugging Face dataset, a URL). Reading the units in
+A unit is one file of an input (a text, JSONL or Parquet file, a code file, one standard-library file), a
+range of whole lines of a large uncompressed JSONL file, or a whole input that is not a set of local files
+(a Hugging Face dataset, a URL). Reading the units in
 order yields the same documents, with the same ids and source names, as reading the inputs
 (sources.documents_for), so tasks that each read some units can be put back together in input order.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from lit_pretrain.data.sources import (
     CODE_PREFIX,
     HF_PREFIX,
     Document,
+    LinesRange,
     ReadReport,
     code_file,
     code_source_name,
@@ -25,6 +28,8 @@ from lit_pretrain.data.sources import (
     file_documents,
     is_saved_dataset,
     is_url,
+    jsonl_records,
+    line_ranges,
     listed_code_files,
     listed_input_files,
     parse_code_spec,
@@ -55,6 +60,8 @@ class ReadUnit:
     path: str = ""
     relative: str = ""
     last: bool = False
+    # Only these lines of the file (a large JSONL file read by several tasks); None: the whole file.
+    lines: LinesRange | None = None
 
 
 def plan_reads(inputs: Sequence[str], report: ReadReport) -> list[ReadUnit]:
@@ -66,6 +73,22 @@ def plan_reads(inputs: Sequence[str], report: ReadReport) -> list[ReadUnit]:
             last = source_units[-1]
             units.append(ReadUnit(last.spec, last.source, last.kind, last.path, last.relative, last=True))
     return units
+
+
+def split_large_files(units: list[ReadUnit], piece_bytes: int) -> list[ReadUnit]:
+    """The units with each uncompressed JSONL file above `piece_bytes` cut into ranges of whole lines of
+    about that size, so that several tasks can share it (each such file is read once here, to find the
+    line numbers where its ranges start: document ids and error locations name lines)."""
+    pieces: list[ReadUnit] = []
+    for unit in units:
+        if unit.kind != FILE or not unit.path.endswith(".jsonl") or os.path.getsize(unit.path) <= piece_bytes:
+            pieces.append(unit)
+            continue
+        ranges = line_ranges(unit.path, piece_bytes)
+        for index, lines in enumerate(ranges):
+            last = unit.last and index == len(ranges) - 1
+            pieces.append(dataclasses.replace(unit, lines=lines, last=last))
+    return pieces
 
 
 def _units_of(spec: str, report: ReadReport) -> list[list[ReadUnit]]:
@@ -99,7 +122,12 @@ def unit_documents(
             raise FileNotFoundError(
                 f"input file {unit.path} (of input {unit.spec!r}) is gone since it was listed"
             )
-        yield from file_documents(path, unit.relative, unit.source, report, text_field, id_field)
+        if unit.lines is not None:
+            yield from jsonl_records(
+                path, unit.relative, unit.source, report, text_field, id_field, lines_range=unit.lines
+            )
+        else:
+            yield from file_documents(path, unit.relative, unit.source, report, text_field, id_field)
     elif unit.kind == CODE_FILE:
         yield from code_file(path, unit.relative, unit.source, report)
     elif unit.kind == STDLIB_CODE:

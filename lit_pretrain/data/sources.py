@@ -334,6 +334,28 @@ def dotted_get(record: Any, dotted_path: str) -> Any:
     return value
 
 
+class LinesRange(NamedTuple):
+    """Whole lines of a file: bytes [start, end), the first of them being line `first_line` (from 1)."""
+
+    start: int
+    end: int
+    first_line: int
+
+
+def line_ranges(path: str | Path, piece_bytes: int) -> list[LinesRange]:
+    """An uncompressed file cut into ranges of whole lines of about `piece_bytes` each (one read of it)."""
+    ranges: list[LinesRange] = []
+    with open(path, "rb") as file:
+        start, line = 0, 1
+        while block := file.read(piece_bytes):
+            if not block.endswith(b"\n"):
+                block += file.readline()
+            ranges.append(LinesRange(start, start + len(block), line))
+            start += len(block)
+            line += block.count(b"\n")
+    return ranges
+
+
 def jsonl_records(
     path: str | Path,
     relative: str,
@@ -342,11 +364,23 @@ def jsonl_records(
     text_field: str,
     id_field: str | None,
     fs: AbstractFileSystem | None = None,
+    lines_range: LinesRange | None = None,
 ) -> Iterator[Document]:
-    """One document per JSON line; bad lines are counted with file:line and the rest is still read."""
+    """One document per JSON line; bad lines are counted with file:line and the rest is still read.
+
+    With `lines_range`, only the lines in that byte range of an uncompressed file are read.
+    """
     name = display_path(path, fs)
     with open_binary(path, fs) as lines:
-        for line_number, raw in enumerate(lines, start=1):
+        first_line, end = 1, None
+        if lines_range is not None:
+            lines.seek(lines_range.start)
+            first_line, end = lines_range.first_line, lines_range.end - lines_range.start
+        for line_number, raw in enumerate(lines, start=first_line):
+            if end is not None:
+                if end <= 0:
+                    break
+                end -= len(raw)
             if not raw.strip():
                 continue
             location = f"{name}:{line_number}"

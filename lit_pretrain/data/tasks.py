@@ -33,7 +33,7 @@ import numpy as np
 from lit_pretrain.data.decontaminate import DecontaminationIndex
 from lit_pretrain.data.ledger import Ledger
 from lit_pretrain.data.manifest import TOKENIZER_NAME
-from lit_pretrain.data.read_plan import ReadUnit, plan_reads, unit_documents
+from lit_pretrain.data.read_plan import ReadUnit, plan_reads, split_large_files, unit_documents
 from lit_pretrain.data.sources import MAX_LOCATIONS, Document, ReadReport
 from lit_pretrain.data.split_writers import SplitWriters, finish_dataset
 from lit_pretrain.data.tokenizer import load_tokenizer, train_bpe_tokenizer
@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 PLAN = "plan.pkl"
 SCREEN, DECIDE, TOKENIZE, MERGE = "screen", "decide", "tokenize", "merge"
+# A large JSONL file is cut into pieces of at least this size for the tasks to share.
+MIN_PIECE_BYTES = 1 << 20
 # Units whose size is not known up front (a whole dataset, pydoc's topics) count as this many bytes when
 # the units are shared out.
 _UNKNOWN_UNIT_BYTES = 1 << 20
@@ -78,8 +80,13 @@ class TaskPlan:
         units = self.units[self.shares[task] : self.shares[task + 1]]
         if not units:
             return "no input"
-        first, last = units[0].path or units[0].spec, units[-1].path or units[-1].spec
+        first, last = _unit_name(units[0]), _unit_name(units[-1])
         return first if len(units) == 1 else f"{len(units)} read units, {first} to {last}"
+
+
+def _unit_name(unit: ReadUnit) -> str:
+    name = unit.path or unit.spec
+    return name if unit.lines is None else f"{name} from line {unit.lines.first_line}"
 
 
 def make_plan(
@@ -93,6 +100,10 @@ def make_plan(
         )
     report = ReadReport()
     units = plan_reads([*inputs, *val_inputs], report)
+    if tasks > 1:
+        # Large JSONL files are cut so that the tasks' shares can be even (a few pieces per task).
+        total = sum(_unit_bytes(unit) for unit in units)
+        units = split_large_files(units, max(MIN_PIECE_BYTES, total // (4 * tasks)))
     sizes = np.array([_unit_bytes(unit) for unit in units], dtype=np.float64)
     # Unit i goes to the task whose share of the total bytes its start falls in.
     starts = np.concatenate([[0.0], np.cumsum(sizes)[:-1]])
@@ -102,6 +113,8 @@ def make_plan(
 
 
 def _unit_bytes(unit: ReadUnit) -> int:
+    if unit.lines is not None:
+        return unit.lines.end - unit.lines.start
     try:
         return os.path.getsize(unit.path) if unit.path else _UNKNOWN_UNIT_BYTES
     except OSError:

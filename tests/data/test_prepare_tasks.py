@@ -17,6 +17,8 @@ import pytest
 from lit_pretrain.cli.prepare import main as prepare_main
 from lit_pretrain.data import engine, tasks
 from lit_pretrain.data.prepare import PrepareOptions, prepare
+from lit_pretrain.data.read_plan import plan_reads, split_large_files, unit_documents
+from lit_pretrain.data.sources import ReadReport, documents_for
 from tests.helpers import fake_slurm
 from tests.helpers.corpus import prose, write_jsonl_texts
 from tests.helpers.outputs import assert_same_output
@@ -174,6 +176,35 @@ def test_units_are_shared_out_in_order_by_size(tmp_path: Path):
     assert plan.shares == sorted(plan.shares) and plan.tasks == 3
     assert all(plan.shares[t] < plan.shares[t + 1] for t in range(3)), "every task has work"
     assert [u.last for u in plan.units] == [False] * 7 + [True]
+
+
+def test_a_large_jsonl_file_is_read_in_pieces_that_give_the_documents_of_a_whole_read(tmp_path: Path):
+    lines = [json.dumps({"text": prose(seed, words=20 + seed % 30)}) for seed in range(300)]
+    # Blank lines, a malformed record and a missing final newline: ids and locations name file lines.
+    lines[7], lines[150] = "", '{"text": "unterminated'
+    (tmp_path / "big.jsonl").write_text("\n".join(lines))
+    whole_report, pieces_report = ReadReport(), ReadReport()
+    whole = list(documents_for(str(tmp_path / "big.jsonl"), whole_report))
+    units = split_large_files(plan_reads([str(tmp_path / "big.jsonl")], ReadReport()), piece_bytes=2000)
+    assert len(units) > 10 and [u.last for u in units] == [False] * (len(units) - 1) + [True]
+    assert all(u.lines.end - u.lines.start >= 2000 for u in units[:-1])
+    pieced = [d for unit in units for d in unit_documents(unit, pieces_report)]
+    assert pieced == list(whole[0][1]) and len(pieced) == 298
+    assert pieces_report.malformed_locations == whole_report.malformed_locations
+    assert [m.split(": ")[0] for m in whole_report.malformed_locations] == [f"{tmp_path / 'big.jsonl'}:151"]
+
+
+def test_tasks_share_a_large_jsonl_file_and_write_the_bytes_one_process_writes(
+    task_inputs, reference, tmp_path: Path, monkeypatch
+):
+    # Pieces of at least 4 KB: each JSONL file of the inputs is cut, so the tasks share every one.
+    monkeypatch.setattr(tasks, "MIN_PIECE_BYTES", 4096)
+    plan = tasks.make_plan(task_inputs["inputs"], task_inputs["val_inputs"], PrepareOptions(**OPTIONS), 3)
+    assert sum(unit.lines is not None for unit in plan.units) > 10
+    assert "from line" in " ".join(plan.describe(t) for t in range(3))
+    out = tmp_path / "out"
+    prepare(task_inputs["inputs"], out, val_inputs=task_inputs["val_inputs"], tasks=3, num_proc=2, **OPTIONS)
+    assert_same_output(reference, out)
 
 
 def test_what_tasks_cannot_do_is_refused_with_a_reason(task_inputs, tmp_path: Path):
