@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,8 @@ class PretrainCLI(LightningCLI):
                 class_path="lightning.pytorch.loggers.TensorBoardLogger",
                 init_args=Namespace(save_dir=str(root), name="tensorboard"),
             )
+        if self.subcommand == "fit":
+            warn_if_torchrun_restarts_share_its_store(os.environ)
         if self.subcommand == "fit" and config.get("ckpt_path") == "last":
             config.ckpt_path = resolve_last_checkpoint(Path(config.checkpoint.dirpath))
         if self.subcommand == "fit" and config.get("ckpt_path"):
@@ -182,6 +185,26 @@ def resolve_last_checkpoint(directory: Path) -> str | None:
         return None
     log.info("resuming from %s", found)
     return str(found)
+
+
+def warn_if_torchrun_restarts_share_its_store(environ: Mapping[str, str]) -> bool:
+    """Warn (and return True) when torchrun may restart workers over the store the last attempt used.
+
+    torchrun's agent keeps one TCPStore for every attempt (torch 2.13 shares it by default), and the
+    process group's keys are not separated by attempt: a restarted rank can read a dead peer's address
+    and fail to connect ("Gloo connectFullMesh failed", NCCL's "Connection refused"; pytorch/pytorch#135712,
+    #167288). Seen in 2 of 3 restarts with gloo here; none with the store not shared.
+    """
+    restarts = int(environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0)
+    if restarts == 0 or environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return False
+    log.warning(
+        "torchrun may restart this job (--max-restarts %d) over the store of the failed attempt, and a "
+        "restarted rank can then connect to a dead peer's address and fail: start torchrun with "
+        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in its environment (docs/checkpoints.md)",
+        restarts,
+    )
+    return True
 
 
 def continue_logger_runs(logger_config: Any, metadata: dict[str, Any]) -> None:
