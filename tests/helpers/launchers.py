@@ -55,19 +55,21 @@ def _wait_all(processes: list[subprocess.Popen], timeout: float, grace: float = 
     """Exit codes once every process ended; stop the rest `grace` s after one fails, all at `timeout`."""
     deadline = time.monotonic() + timeout
     failed_at = None
-    while any(p.poll() is None for p in processes):
-        now = time.monotonic()
-        if failed_at is None and any(p.returncode not in (None, 0) for p in processes):
-            failed_at = now
-        if now > deadline or (failed_at is not None and now > failed_at + grace):
-            for process in processes:
-                if process.poll() is None:
-                    # Each was started in its own session: its group holds torchrun's workers too.
-                    os.killpg(process.pid, signal.SIGKILL)
-            for process in processes:
-                process.wait()
-            break
-        time.sleep(0.1)
+    try:
+        while None in [p.poll() for p in processes]:  # a list: every process is polled, not the first few
+            now = time.monotonic()
+            if failed_at is None and any(p.returncode not in (None, 0) for p in processes):
+                failed_at = now
+            if now > deadline or (failed_at is not None and now > failed_at + grace):
+                break
+            time.sleep(0.1)
+    finally:  # also when the test itself is interrupted: no ranks left running
+        for process in processes:
+            if process.poll() is None:
+                # Each was started in its own session: its group holds torchrun's workers too.
+                os.killpg(process.pid, signal.SIGKILL)
+        for process in processes:
+            process.wait()
     return [p.returncode for p in processes]
 
 
