@@ -310,7 +310,8 @@ class RankWatchdog(L.Callback):
         tracker = self._tracker
         grace = min(self.timeout_s, 3 * self.interval_s)
         start = time.monotonic()
-        before = dict(tracker.latest)
+        tracker.observe(self._read(), start)
+        before = dict(tracker.latest)  # read now: a heartbeat first seen later must be a newer one
         while True:
             now = time.monotonic()
             tracker.observe(self._read(), now)
