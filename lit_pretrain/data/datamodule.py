@@ -263,10 +263,13 @@ class PretrainDataModule(L.LightningDataModule):
             dataset.distributed_env = data_parallel_env(1, 0, 1)
         elif self.trainer is not None:
             # litdata splits the data over all processes; tensor-parallel ranks of one group must read
-            # the same windows, so it is told the data-parallel layout instead.
+            # the same windows, so it is told the data-parallel layout instead. Always as one node: told
+            # of several, litdata reshuffles each node's chunks among that node's ranks from the second
+            # epoch on, and a chunk that straddled two nodes in the first is then read by both
+            # (duplicated windows, unequal shares; tests/parallel/test_multinode.py). One global shuffle
+            # per epoch costs only cache locality for remote data.
             size, rank = data_parallel_size_and_rank(self.trainer)
-            num_nodes = self.trainer.num_nodes if size % self.trainer.num_nodes == 0 else 1
-            dataset.distributed_env = data_parallel_env(size, rank, num_nodes)
+            dataset.distributed_env = data_parallel_env(size, rank, 1)
         return dataset
 
     def train_dataloader(self) -> StreamingDataLoader:

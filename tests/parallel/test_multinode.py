@@ -3,9 +3,9 @@
 The equivalence tests train on the prose source alone, with windows as long as the test model's context
 and a global batch that takes the whole split: every optimizer step reads every window once, so the four
 processes' global batches hold the same windows as the one process's whatever way litdata shares them
-out, and the logged losses (means over the global batch) must agree. From the second step (the second
-epoch) on they do not yet: see NODE_LOCAL_RESHUFFLE, and the fast in-process test that shows it. The
-resumption tests compare a four-process run stopped and resumed with an uninterrupted four-process run,
+out, and the logged losses (means over the global batch) must agree; every step after the first starts a
+new epoch, which is what showed that litdata's per-node reshuffle duplicated windows (the datamodule now
+lays the data out as one node; the fast in-process test checks each epoch's windows). The resumption tests compare a four-process run stopped and resumed with an uninterrupted four-process run,
 on the shared test corpus, and check that each save is written once.
 
 Launches (tests/helpers/launchers.py): torchrun runs `python -m lit_pretrain.cli fit ...` on each of two
@@ -38,13 +38,6 @@ WORLD = NODES * PER_NODE
 # The test model's block_size: each window is one full context of 64 tokens (inputs and shifted targets).
 SEQ_LEN = 63
 STEPS = 4
-# litdata from epoch 2 on reshuffles each node's chunks among that node's ranks only, and the datamodule
-# tells it the number of nodes: a chunk that straddled the two nodes in epoch 1 is then read by both.
-NODE_LOCAL_RESHUFFLE = (
-    "lit_pretrain/data/datamodule.py passes num_nodes to litdata, whose node-local reshuffle from epoch 2 on "
-    "gives a chunk shared by two nodes to both: duplicated windows and unequal shares. Passing "
-    "num_nodes=1 (one global shuffle per epoch, as on one node) fixes it; remove this mark then."
-)
 
 
 def two_nodes(trainer_config: str) -> list[str]:
@@ -160,7 +153,6 @@ def test_the_slurm_task_environment_is_read_by_lightning_as_two_nodes():
             assert environment.main_port == 15000 + 2345
 
 
-@pytest.mark.xfail(strict=True, reason=NODE_LOCAL_RESHUFFLE)
 def test_on_two_nodes_each_epoch_gives_every_window_to_one_rank(small_corpus: Path, monkeypatch):
     """Four ranks on two nodes read, in every epoch, what one process reads: each window once, even shares.
 
@@ -203,7 +195,6 @@ def test_on_two_nodes_each_epoch_gives_every_window_to_one_rank(small_corpus: Pa
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=NODE_LOCAL_RESHUFFLE)
 def test_two_torchrun_nodes_with_ddp_match_one_process(small_corpus: Path, one_process, tmp_path: Path):
     """torchrun with a c10d rendezvous on 127.0.0.1 (the form docs/scaling.md shows), DDP."""
     args = whole_split_args(
@@ -221,7 +212,6 @@ def test_two_torchrun_nodes_with_ddp_match_one_process(small_corpus: Path, one_p
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=NODE_LOCAL_RESHUFFLE)
 def test_two_torchrun_nodes_with_fsdp2_match_one_process(small_corpus: Path, one_process, tmp_path: Path):
     """torchrun with a static rendezvous (--master-addr/--master-port, node ranks as given), FSDP2."""
     args = whole_split_args(
