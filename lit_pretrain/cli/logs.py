@@ -33,7 +33,9 @@ class _RankZero(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         rank = getattr(rank_zero_only, "rank", None)
         if rank is None:  # before Lightning knows: the launcher's environment says
-            rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+            rank = int(
+                os.environ.get("RANK", os.environ.get("SLURM_PROCID", os.environ.get("LOCAL_RANK", "0")))
+            )
         return rank == 0
 
 
