@@ -153,10 +153,14 @@ class RankWatchdog(L.Callback):
     A rank that is alive but stuck (a deadlock in a collective, a hung device) keeps its heartbeat: the
     collective timeout of the strategy (`timeout` in configs/trainer/) catches it. Nothing is collective
     per step, and nothing is checkpointed. With one process nothing runs. With `requeue` and a SLURM job,
-    rank 0 (rank 1 when rank 0 is the lost one) runs `scontrol requeue $SLURM_JOB_ID` before exiting.
+    rank 0 (rank 1 when rank 0 is the lost one) runs `scontrol requeue $SLURM_JOB_ID` before exiting,
+    unless the job was already requeued `max_requeues` times (SLURM_RESTART_COUNT): a rank that fails on
+    every start must not requeue the job forever.
     """
 
-    def __init__(self, timeout_s: float = 60.0, interval_s: float = 5.0, requeue: bool = False) -> None:
+    def __init__(
+        self, timeout_s: float = 60.0, interval_s: float = 5.0, requeue: bool = False, max_requeues: int = 3
+    ) -> None:
         if interval_s <= 0:
             raise ValueError(f"RankWatchdog.interval_s must be positive, got {interval_s}")
         if timeout_s < 2 * interval_s:
@@ -167,6 +171,7 @@ class RankWatchdog(L.Callback):
         self.timeout_s = timeout_s
         self.interval_s = interval_s
         self.requeue = requeue
+        self.max_requeues = max_requeues
         self.rank = 0
         self._trainer: L.Trainer | None = None
         self._store: dist.Store | None = None
@@ -428,9 +433,13 @@ class RankWatchdog(L.Callback):
         reporter = 1 if 0 in lost else 0
         if not (self.requeue and job and self.rank == reporter):
             return None
+        requeued = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+        if requeued >= self.max_requeues:
+            self._report(f"not requeueing SLURM job {job}: it was requeued {requeued} times (max_requeues)")
+            return None
         result = subprocess.run(["scontrol", "requeue", job], check=False, capture_output=True, text=True)
         if result.returncode != 0:
-            log.warning("scontrol requeue %s failed (%d): %s", job, result.returncode, result.stderr.strip())
+            self._report(f"scontrol requeue {job} failed ({result.returncode}): {result.stderr.strip()}")
             return None
         return job
 

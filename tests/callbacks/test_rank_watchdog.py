@@ -172,3 +172,43 @@ def test_one_process_starts_nothing(tmp_path: Path):
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
     watchdog.setup(trainer, _Regression(), "fit")
     assert watchdog._thread is None and watchdog._store is None
+
+
+@pytest.fixture
+def fake_scontrol(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stand-in `scontrol` on PATH that records its arguments; SLURM_JOB_ID set."""
+    calls = tmp_path / "calls"
+    scontrol = tmp_path / "bin" / "scontrol"
+    scontrol.parent.mkdir()
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{scontrol.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("rank", "lost", "requeues"),
+    [(0, [1], True), (1, [0], True), (1, [2], False), (2, [0], False)],
+    ids=["rank-0", "rank-1-when-0-is-lost", "rank-1-when-0-lives", "rank-2"],
+)
+def test_one_rank_requeues_the_slurm_job(fake_scontrol: Path, rank: int, lost: list[int], requeues: bool):
+    watchdog = RankWatchdog(requeue=True)
+    watchdog.rank = rank
+    assert watchdog._requeue(lost) == ("77" if requeues else None)
+    assert (fake_scontrol.read_text() if fake_scontrol.exists() else "") == (
+        "requeue 77\n" if requeues else ""
+    )
+
+
+def test_no_requeue_unless_asked_or_past_max_requeues(
+    fake_scontrol: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    assert RankWatchdog()._requeue([1]) is None, "requeue is off by default"
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "3")
+    watchdog = RankWatchdog(requeue=True, max_requeues=3)
+    watchdog.rank = 1
+    assert watchdog._requeue([0]) is None
+    assert not fake_scontrol.exists()
+    assert "not requeueing SLURM job 77: it was requeued 3 times" in capsys.readouterr().err
