@@ -130,7 +130,7 @@ class _Regression(L.LightningModule):
         self.net = torch.nn.Linear(4, 1)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        time.sleep(0.05)
+        time.sleep(0.1)
         x, y = batch
         return torch.nn.functional.mse_loss(self.net(x), y)
 
@@ -140,7 +140,7 @@ class _Regression(L.LightningModule):
 
 def _fit_with_watchdog(rank: int, world_size: int, run_dir: Path) -> None:
     os.environ["LOCAL_RANK"] = str(rank)  # as torchrun would: Lightning joins the group instead of launching
-    watchdog = RankWatchdog(timeout_s=1.0, interval_s=0.1)
+    watchdog = RankWatchdog(timeout_s=2.0, interval_s=0.2)
     generator = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randn(64, 4, generator=generator), torch.randn(64, 1, generator=generator))
     trainer = L.Trainer(
@@ -160,7 +160,7 @@ def _fit_with_watchdog(rank: int, world_size: int, run_dir: Path) -> None:
 
 
 def test_a_healthy_two_process_run_beats_throughout_and_ends_without_an_alarm(tmp_path: Path):
-    """20 steps of 50 ms: about 10 heartbeats each, and the ranks' ends (at different moments) trip nothing."""
+    """20 steps of 0.1 s: about 10 heartbeats each, and the ranks' ends (at different moments) trip nothing."""
     spawn_on_gloo(_fit_with_watchdog, 2, tmp_path, preload=[__name__])
     for rank in (0, 1):
         seen = json.loads((tmp_path / f"rank{rank}.json").read_text())
