@@ -145,6 +145,14 @@ def kill(process: subprocess.Popen, signum: int = signal.SIGKILL) -> None:
     process.wait(timeout=120)
 
 
+def uninterrupted_losses(args: list[str], run_dir: Path, steps: int) -> dict[int, float]:
+    """Per-step losses of one `fit` run of `args` into `run_dir`, which must log every step below `steps`."""
+    run_fit(args)
+    (losses,) = step_losses(run_dir)
+    assert sorted(losses) == list(range(steps))
+    return losses
+
+
 def step_losses(run_dir: Path) -> list[dict[int, float]]:
     """train/loss by step for each process that trained the run (each event file), in the order they ran.
 

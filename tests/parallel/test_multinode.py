@@ -31,7 +31,14 @@ from tests.helpers.launchers import (
     run_torchrun_nodes,
     slurm_task_env,
 )
-from tests.helpers.runs import fit_args, load, resume_args, run_fit, scalars, step_losses
+from tests.helpers.runs import (
+    fit_args,
+    load,
+    resume_args,
+    scalars,
+    step_losses,
+    uninterrupted_losses,
+)
 
 NODES, PER_NODE = 2, 2
 WORLD = NODES * PER_NODE
@@ -92,10 +99,7 @@ def whole_split_args(corpus: Path, run_dir: Path, *extra: str) -> list[str]:
 def one_process(small_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, float]:
     """Per-step losses of one process reading the whole prose split at every step."""
     run_dir = tmp_path_factory.mktemp("one-process")
-    run_fit(whole_split_args(small_corpus, run_dir))
-    (losses,) = step_losses(run_dir)
-    assert sorted(losses) == list(range(STEPS))
-    return losses
+    return uninterrupted_losses(whole_split_args(small_corpus, run_dir), run_dir, STEPS)
 
 
 def assert_all_succeeded(codes: list[int], log_dir: Path) -> None:

@@ -21,7 +21,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from tests.helpers.fault_injection import FAULT_RECORD_ENV, RANK_FAULT_ENV
 from tests.helpers.paths import REPO_ROOT
-from tests.helpers.runs import fit_command, load, resume_args, run_fit, step_losses
+from tests.helpers.runs import fit_command, load, resume_args, run_fit, step_losses, uninterrupted_losses
 
 pytestmark = pytest.mark.slow
 
@@ -47,10 +47,7 @@ def ddp_args(corpus: Path, run_dir: Path, *extra: str, watchdog: dict = WATCHDOG
 def straight_run(small_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, float]:
     """The per-step losses of the same run without a fault."""
     run_dir = tmp_path_factory.mktemp("straight")
-    run_fit(ddp_args(small_corpus, run_dir))
-    (losses,) = step_losses(run_dir)
-    assert sorted(losses) == list(range(STEPS))
-    return losses
+    return uninterrupted_losses(ddp_args(small_corpus, run_dir), run_dir, STEPS)
 
 
 def records(path: Path) -> list[dict]:
