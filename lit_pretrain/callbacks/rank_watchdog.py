@@ -99,6 +99,13 @@ class HeartbeatTracker:
         return next((h for h in self.latest.values() if h is not None and h.state == STOPPING), None)
 
 
+def blame(reasons: Mapping[int, str]) -> dict[int, str]:
+    """The ranks to name after an exception: the lost ones (exited or silent) if there are any, since the
+    ranks that failed then were most likely cut off from them; else those that failed."""
+    lost = {rank: why for rank, why in reasons.items() if why in (EXITED, SILENT)}
+    return lost or {rank: why for rank, why in reasons.items() if why == FAILED}
+
+
 def exit_description(returncode: int) -> str:
     """`exited with code -9 (SIGKILL)`: a process's exit status in words."""
     if returncode < 0:
@@ -324,7 +331,14 @@ class RankWatchdog(L.Callback):
             if len(reasons) == len(tracker.latest) or now - start > grace:
                 break
             time.sleep(min(0.25, self.interval_s / 2))
-        culprits = {rank: why for rank, why in reasons.items() if why != ALIVE}
+        culprits = blame(reasons)
+        if self.rank != 0 and culprits == {0: FAILED} and tracker.latest[0].state == FAILED:
+            # Rank 0 failed too, most likely cut off from a lost rank: it watches every rank, so its
+            # verdict, published when it stops the run, names the one that was lost.
+            deadline = time.monotonic() + grace + 2 * self.interval_s
+            while tracker.latest[0].state != STOPPING and time.monotonic() < deadline:
+                time.sleep(min(0.25, self.interval_s / 2))
+                tracker.observe(self._read(), time.monotonic())
         lost = sorted(rank for rank, why in culprits.items() if why != FAILED)
         return self._describe(culprits, time.monotonic()), lost
 

@@ -28,6 +28,7 @@ from lit_pretrain.callbacks.rank_watchdog import (
     Heartbeat,
     HeartbeatTracker,
     RankWatchdog,
+    blame,
     describe_rank,
     exit_description,
     heartbeat_store,
@@ -85,6 +86,14 @@ def test_after_an_exception_each_rank_is_exited_failed_alive_or_silent():
     assert tracker.classify(before, exited=[], now=2.7, grace=5.0) == {2: FAILED, 3: ALIVE, 5: ALIVE}, (
         "rank 4 is not known yet: silent for 1.7 s of a 5 s grace"
     )
+
+
+def test_the_lost_ranks_are_blamed_before_those_that_failed_because_of_them():
+    # Four ranks: rank 3 killed; ranks 1 and 2 fail at once in the broken collective.
+    assert blame({1: FAILED, 2: FAILED, 3: SILENT}) == {3: SILENT}
+    assert blame({1: ALIVE, 2: EXITED, 3: FAILED}) == {2: EXITED}
+    assert blame({1: FAILED, 2: ALIVE}) == {1: FAILED}
+    assert blame({1: ALIVE}) == {}
 
 
 def test_the_messages_name_the_rank_its_host_pid_and_step_and_how_to_come_back():

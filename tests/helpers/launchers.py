@@ -88,8 +88,11 @@ def torchrun_node_command(
     nodes: int = 2,
     per_node: int = 2,
     rendezvous: str = "c10d",
+    module: str = "lit_pretrain.cli",
+    max_restarts: int = 0,
 ) -> list[str]:
-    """The `torchrun` command line of one node: c10d rendezvous at 127.0.0.1:`port`, or static."""
+    """The `torchrun` command line of one node running `python -m module fit_args`: c10d rendezvous at
+    127.0.0.1:`port`, or static; restarting its workers up to `max_restarts` times."""
     if rendezvous == "c10d":
         where = [
             "--rdzv-backend",
@@ -104,8 +107,9 @@ def torchrun_node_command(
     else:
         raise ValueError(f"rendezvous must be c10d or static, got {rendezvous!r}")
     layout = ["--nnodes", str(nodes), "--node-rank", str(node_rank), "--nproc-per-node", str(per_node)]
+    restarts = ["--max-restarts", str(max_restarts)]
     # --tee 3: each worker's stdout and stderr reach the agent's log, each line prefixed by its rank.
-    return [_bin("torchrun"), *layout, *where, "--tee", "3", "-m", "lit_pretrain.cli", *fit_args]
+    return [_bin("torchrun"), *layout, *where, *restarts, "--tee", "3", "-m", module, *fit_args]
 
 
 def run_torchrun_nodes(
@@ -115,16 +119,20 @@ def run_torchrun_nodes(
     per_node: int = 2,
     rendezvous: str = "c10d",
     timeout: float = 600,
+    module: str = "lit_pretrain.cli",
+    max_restarts: int = 0,
+    env: dict[str, str] | None = None,
 ) -> list[int]:
-    """Run `lit-pretrain fit fit_args` as `nodes` torchrun agents of `per_node` workers; their exit codes.
+    """Run `python -m module fit_args` (`lit-pretrain fit` by default) as `nodes` torchrun agents of
+    `per_node` workers, with `env` added to their environment; their exit codes.
 
     Agent n's output (its workers' lines prefixed `[defaultR]:`) is in `log_dir/node{n}.log`.
     """
     port = free_port()
     processes = [
         _start(
-            torchrun_node_command(node, port, fit_args, nodes, per_node, rendezvous),
-            _clean_env({}),
+            torchrun_node_command(node, port, fit_args, nodes, per_node, rendezvous, module, max_restarts),
+            _clean_env(env or {}),
             log_dir / f"node{node}.log",
         )
         for node in range(nodes)

@@ -153,6 +153,19 @@ def uninterrupted_losses(args: list[str], run_dir: Path, steps: int) -> dict[int
     return losses
 
 
+def first_step_wall_times(run_dir: Path) -> list[float]:
+    """The wall time of the first logged loss of each process that trained the run, in order."""
+    times = []
+    for event_file in sorted(
+        (run_dir / "tensorboard").glob("**/events.out.tfevents.*"), key=lambda p: int(p.name.split(".")[3])
+    ):
+        accumulator = EventAccumulator(str(event_file))
+        accumulator.Reload()
+        if "train/loss" in accumulator.Tags()["scalars"]:
+            times.append(min(e.wall_time for e in accumulator.Scalars("train/loss")))
+    return times
+
+
 def step_losses(run_dir: Path) -> list[dict[int, float]]:
     """train/loss by step for each process that trained the run (each event file), in the order they ran.
 

@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from lit_pretrain.checkpoint.loading import load_model, read_checkpoint
+from tests.helpers.fault_injection import FAULT_RECORD_ENV, RANK_FAULT_ENV
 from tests.helpers.launchers import (
     failure_report,
     free_slurm_job_id,
@@ -32,6 +33,7 @@ from tests.helpers.launchers import (
     slurm_task_env,
 )
 from tests.helpers.runs import (
+    first_step_wall_times,
     fit_args,
     load,
     resume_args,
@@ -333,3 +335,47 @@ def test_slurm_tasks_with_fsdp2_checkpoint_once_and_resume_exactly(small_corpus:
     for name, value in expected["state_dict"].items():
         assert torch.equal(resumed["state_dict"][name], value), name
     assert load_model(split / "checkpoints" / "last.ckpt").global_step == 6
+
+
+@pytest.mark.slow
+def test_two_torchrun_nodes_come_back_by_themselves_after_a_rank_of_the_second_node_dies(
+    small_corpus: Path, tmp_path: Path
+):
+    """`torchrun --max-restarts 1` on both nodes (c10d): rank 3, on node 1, is SIGKILLed at step 4 of the
+    first attempt; both agents start their workers again, which resume from step 4 and finish."""
+    watchdog = {
+        "class_path": "lit_pretrain.callbacks.rank_watchdog.RankWatchdog",
+        "init_args": {"timeout_s": 5, "interval_s": 0.5},
+    }
+    args = [
+        *resume_args(
+            small_corpus, tmp_path, *two_nodes("cpu-ddp"), "--trainer.callbacks+", json.dumps(watchdog)
+        ),
+        *("--ckpt_path", "last"),
+    ]
+    record = tmp_path / "faults.jsonl"
+    env = {RANK_FAULT_ENV: "3:4:kill", FAULT_RECORD_ENV: str(record)}
+    # torchrun's shared store would hand the restarted ranks the dead attempt's addresses (cli/fit.py).
+    env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
+    codes = run_torchrun_nodes(
+        args, tmp_path / "logs", module="tests.helpers.fault_injection", max_restarts=1, env=env
+    )
+    assert_all_succeeded(codes, tmp_path / "logs")
+    output = "\n".join(log.read_text() for log in sorted((tmp_path / "logs").glob("node*.log")))
+    faults = [json.loads(line) for line in record.read_text().splitlines()]
+    assert [f["rank"] for f in faults if f["event"] == "fault"] == [3]
+    assert output.count("no complete checkpoint in") == 1, "the first attempt starts fresh (rank 0 says it)"
+    assert output.count(f"resuming from {tmp_path / 'checkpoints' / 'step-0000004.ckpt'}") == 1
+    first, resumed = step_losses(tmp_path)
+    assert sorted(first) == [0, 1, 2, 3] and sorted(resumed) == [4, 5]
+    # Rank 0 watches every rank: it names rank 3 as lost, not ranks 1 and 2, whose collectives broke with
+    # it; ranks that watch only rank 0 report its verdict.
+    errors = [line for line in output.splitlines() if "[rank_watchdog] error:" in line]
+    assert errors and all("rank 3 (host " in error and " was lost" in error for error in errors), errors
+    (fault,) = [f for f in faults if f["event"] == "fault"]
+    _, restarted = first_step_wall_times(tmp_path)
+    back = restarted - fault["time"]
+    print(
+        f"\nMEASURED two torchrun nodes: rank 3 SIGKILLed -> the restarted job's first step {back:.1f} s later"
+    )
+    assert back < 90

@@ -17,11 +17,18 @@ import time
 from pathlib import Path
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.helpers.fault_injection import FAULT_RECORD_ENV, RANK_FAULT_ENV
 from tests.helpers.paths import REPO_ROOT
-from tests.helpers.runs import fit_command, load, resume_args, run_fit, step_losses, uninterrupted_losses
+from tests.helpers.runs import (
+    first_step_wall_times,
+    fit_command,
+    load,
+    resume_args,
+    run_fit,
+    step_losses,
+    uninterrupted_losses,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -202,19 +209,6 @@ def test_a_rank_killed_while_writing_a_checkpoint_leaves_the_previous_one_whole(
     output = assert_resumes_exactly(small_corpus, tmp_path, straight_run, from_step=3)
     assert f"removed {leftovers[0]}" in output
     assert not [p for p in directory.iterdir() if p.name.startswith(".")]
-
-
-def first_step_wall_times(run_dir: Path) -> list[float]:
-    """The wall time of the first logged loss of each process that trained the run, in order."""
-    times = []
-    for event_file in sorted(
-        (run_dir / "tensorboard").glob("**/events.out.tfevents.*"), key=lambda p: int(p.name.split(".")[3])
-    ):
-        accumulator = EventAccumulator(str(event_file))
-        accumulator.Reload()
-        if "train/loss" in accumulator.Tags()["scalars"]:
-            times.append(min(e.wall_time for e in accumulator.Scalars("train/loss")))
-    return times
 
 
 def test_torchrun_restarts_the_job_after_a_rank_dies_and_it_resumes_exactly(
