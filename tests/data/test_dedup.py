@@ -194,6 +194,52 @@ def test_copies_of_a_dropped_near_duplicate_count_as_exact(vocabulary: list[str]
     assert deduplicator.counts == {"exact_duplicates": 1, "near_duplicates": 1}
 
 
+def _band_keys(*rows: list[int]) -> dedup.DedupKeys:
+    bands = np.array(rows, dtype=np.uint64)
+    return dedup.DedupKeys(len(bands), None, bands)
+
+
+def test_a_near_duplicate_of_a_dropped_document_is_dropped_too():
+    # A ~ B share band 0; B ~ C share band 1; C shares nothing with A. B is dropped as a copy of A, and C
+    # is judged against B all the same: the rule looks at earlier keys, never at earlier verdicts.
+    a, b, c = [10, 11, 12], [10, 21, 22], [30, 21, 32]
+    deduplicator = Deduplicator(DedupConfig(exact=False, near=True, num_bands=3))
+    assert deduplicator.decide(_band_keys(a, b, c)) == [None, "near", "near"]
+    assert deduplicator.decide(_band_keys([40, 41, 42], [50, 51, 12])) == [None, "near"]
+
+
+@pytest.mark.parametrize("cuts", [[], [1], [1, 2, 3, 4, 5], [3]])
+def test_verdicts_do_not_depend_on_how_the_stream_is_cut_into_batches(cuts: list[int]):
+    rng = np.random.default_rng(0)
+    # Six documents whose keys are drawn from small pools, so that some repeat across documents.
+    bands = rng.integers(1, 30, size=(6, 4)).astype(np.uint64)
+    exact = np.repeat(rng.integers(1, 5, size=(6, 1)), 2, axis=1).astype(np.uint64)
+    whole = Deduplicator(DedupConfig(near=True, num_bands=4)).decide(dedup.DedupKeys(6, exact, bands))
+    cut = Deduplicator(DedupConfig(near=True, num_bands=4))
+    verdicts: list[str | None] = []
+    for start, end in zip([0, *cuts], [*cuts, 6], strict=True):
+        verdicts += cut.decide(dedup.DedupKeys(end - start, exact[start:end], bands[start:end]))
+    assert verdicts == whole
+    assert "near" in whole and "exact" in whole and None in whole
+
+
+def test_key_slices_decided_apart_and_or_ed_give_the_same_verdicts():
+    rng = np.random.default_rng(1)
+    bands = dedup.mix64(rng.integers(0, 40, size=(200, 5)).astype(np.uint64))
+    whole = dedup.repeated_rows(dedup.KeyTable(), bands)
+    slices = 3
+    flagged = np.zeros(len(bands), dtype=bool)
+    for part in range(slices):
+        # Each slice sees only its keys, document by document, as a dedup task does.
+        owner = (bands >> np.uint64(40)) % np.uint64(slices) == part
+        documents, columns = np.nonzero(owner)
+        table = dedup.KeyTable()
+        new = table.add_rows(table.rows(bands[documents, columns]))
+        flagged[documents[~new]] = True
+    assert np.array_equal(flagged, whole)
+    assert 0 < whole.sum() < len(bands)
+
+
 def test_exact_copies_are_caught_by_the_near_pass_alone():
     deduplicator = Deduplicator(DedupConfig(exact=False, near=True))
     text = "one two three four five six seven eight nine ten"
