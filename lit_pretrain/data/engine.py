@@ -20,12 +20,14 @@ from typing import Any
 from lit_pretrain.data.manifest import read_manifest
 from lit_pretrain.data.tasks import (
     DECIDE,
+    DEDUP,
     MERGE,
     PLAN,
     SCREEN,
     TOKENIZE,
     TaskPlan,
     decide_task,
+    dedup_task,
     load_plan,
     make_plan,
     merge_task,
@@ -52,6 +54,8 @@ class PhaseStep:
         work = Path(self.work)
         if self.phase == SCREEN:
             screen_task(work, rank)
+        elif self.phase == DEDUP:
+            dedup_task(work, rank)
         elif self.phase == DECIDE:
             decide_task(work)
         elif self.phase == TOKENIZE:
@@ -71,13 +75,14 @@ def prepare_in_tasks(
     overwrite: bool = False,
     slurm: Mapping[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """`prepare` as screen / decide / tokenize / merge phases of `tasks` tasks on datatrove's executors.
+    """`prepare` as screen / dedup / decide / tokenize / merge phases of `tasks` tasks on datatrove's
+    executors.
 
     The work directory (default: OUTPUT.tasks) keeps each phase's outputs and which tasks completed:
     launching the same job again reruns only what did not complete. Locally (`slurm` None) the phases
     run here, `workers` tasks at a time, and the manifest is returned. With `slurm` (the keyword
     arguments of datatrove's SlurmPipelineExecutor: partition, time, cpus_per_task, ...) the phases are
-    submitted as four dependent job arrays and None is returned: the dataset appears at `output_dir` when
+    submitted as five dependent job arrays and None is returned: the dataset appears at `output_dir` when
     the merge job ends.
     """
     if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
@@ -94,11 +99,12 @@ def prepare_in_tasks(
     return _run_locally(work, output_dir, plan, workers)
 
 
-PHASES = (SCREEN, DECIDE, TOKENIZE, MERGE)
+PHASES = (SCREEN, DEDUP, DECIDE, TOKENIZE, MERGE)
+_PARALLEL_PHASES = (SCREEN, DEDUP, TOKENIZE)
 
 
 def _ranks(phase: str, plan: TaskPlan) -> int:
-    return plan.tasks if phase in (SCREEN, TOKENIZE) else 1
+    return plan.tasks if phase in _PARALLEL_PHASES else 1
 
 
 def _run_locally(work: Path, output_dir: Path, plan: TaskPlan, workers: int) -> dict[str, Any]:
@@ -124,6 +130,8 @@ def _run_locally(work: Path, output_dir: Path, plan: TaskPlan, workers: int) -> 
         if failure is not None or incomplete:
             if phase in (SCREEN, TOKENIZE):
                 described = "; ".join(f"task {t}: {plan.describe(t)}" for t in incomplete[:5])
+            elif phase == DEDUP:
+                described = "; ".join(f"task {t}: key slice {t}" for t in incomplete[:5])
             else:
                 described = f"the {phase} task"
             raise RuntimeError(

@@ -103,6 +103,10 @@ class Ledger:
         self.source(spec, name)["documents_in"] += 1
         check_unique_id(document, self._seen_ids)
 
+    def read_many(self, spec: str, name: str, documents: int) -> None:
+        """Count `documents` non-empty documents read from `spec`, whose ids were checked elsewhere."""
+        self.source(spec, name)["documents_in"] += documents
+
     def end_source(self, spec: str, name: str, malformed_records: int) -> None:
         """A source has been read whole, with `malformed_records` unusable records: it must have had text."""
         source = self.source(spec, name)
@@ -135,39 +139,52 @@ class Ledger:
             if length is None:
                 continue
             if contaminated is not None:
-                self.decontaminator.report.record(document_id, contaminated)
-                self.stats[name]["decontaminated"] += 1
+                self.contaminated(name, document_id, contaminated)
                 continue
             passed.append(document)
         kept = []
         for (name, _, is_code, length, _), duplicate in zip(
             passed, self.deduplicator.decide(keys), strict=True
         ):
-            source = self.stats[name]
             kept.append(duplicate is None)
-            if duplicate is not None:
-                source[f"{duplicate}_duplicates"] += 1
-                continue
-            if is_code:
-                self.code_sources.add(name)
-            source["documents_kept"] += 1
-            self.kept_chars += length
+            self.add_decisions(
+                name,
+                kept=int(duplicate is None),
+                exact=int(duplicate == "exact"),
+                near=int(duplicate == "near"),
+                kept_chars=length if duplicate is None else 0,
+                kept_code=is_code and duplicate is None,
+            )
         return kept
 
+    def contaminated(self, name: str, document_id: str, match: EvalLocation) -> None:
+        """Count a document of source `name` dropped for sharing an n-gram with evaluation data."""
+        self.decontaminator.report.record(document_id, match)
+        self.stats[name]["decontaminated"] += 1
+
+    def add_decisions(
+        self, name: str, kept: int, exact: int, near: int, kept_chars: int, kept_code: bool
+    ) -> None:
+        """Count the duplicate decisions on documents of source `name`: kept ones, their characters,
+        whether code was among them, and exact and near duplicates."""
+        source = self.stats[name]
+        source["documents_kept"] += kept
+        source["exact_duplicates"] += exact
+        source["near_duplicates"] += near
+        self.kept_chars += kept_chars
+        if kept_code:
+            self.code_sources.add(name)
+
     def __getstate__(self) -> dict[str, Any]:
-        """Picklable once screening is over: the seen-id and dedup tables stay behind, their counts go."""
-        state = dict(self.__dict__)
-        state["_seen_ids"] = None
-        state["_duplicate_counts"] = dict(self.deduplicator.counts)
-        state["deduplicator"] = None
-        return state
+        """Picklable once screening is over: the seen-id and dedup tables stay behind."""
+        return {**self.__dict__, "_seen_ids": None, "deduplicator": None}
 
     @property
     def duplicate_counts(self) -> dict[str, int]:
         """exact_duplicates and near_duplicates over all sources."""
-        if self.deduplicator is None:
-            return self._duplicate_counts
-        return self.deduplicator.counts
+        return {
+            key: sum(s[key] for s in self.stats.values()) for key in ("exact_duplicates", "near_duplicates")
+        }
 
     def finish_screening(self) -> None:
         """Move the filter counts into the per-source stats; an empty result is an error saying why."""

@@ -140,17 +140,26 @@ class SeenIds:
 
     def add(self, document_id: str) -> bool:
         """Remember an id; False if it was seen before."""
-        digest = hashlib.blake2b(document_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-        return self._hashes.add_new(int.from_bytes(digest, "little"))
+        return self._hashes.add_new(int.from_bytes(id_hash(document_id), "little"))
+
+
+def id_hash(document_id: str) -> bytes:
+    """The 16-byte hash by which the unique-id check knows a document id."""
+    return hashlib.blake2b(document_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def check_unique_id(document: Document, seen_ids: SeenIds) -> None:
     """Add the document's id to `seen_ids`; an id already there is an error naming the second copy."""
     if not seen_ids.add(document.id):
-        raise ValueError(
-            f"document id {document.id!r} ({document.origin}) occurs twice: the same input was given "
-            "twice, or --id_field is not unique"
-        )
+        raise repeated_id_error(document)
+
+
+def repeated_id_error(document: Document) -> ValueError:
+    """The error for a document whose id an earlier document had."""
+    return ValueError(
+        f"document id {document.id!r} ({document.origin}) occurs twice: the same input was given "
+        "twice, or --id_field is not unique"
+    )
 
 
 def stdlib_python_files() -> list[Path]:

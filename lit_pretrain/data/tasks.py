@@ -1,12 +1,18 @@
-"""Prepare as phases of tasks over a shared work directory: screen (K tasks), decide (1), tokenize (K), merge (1).
+"""Prepare as phases of tasks over a shared work directory: screen (K), dedup (K), decide (1), tokenize (K),
+merge (1).
 
 - screen: task k reads its contiguous share of the read units (read_plan.py), cleans, filters, checks
-  against the evaluation data and computes dedup keys; it writes the compact per-document records the
-  decision needs and, apart, the texts that passed (their token ids, when the tokenizer is given);
-- decide: one task replays every screen task's records in input order through the Ledger, so duplicates,
-  unique ids and every count are global and decided exactly as one process decides them; it writes a
-  keep mask per screen task, the ledger, and the tokenizer (trained here on the kept training texts when
-  none is given, in the order a single-machine prepare feeds them);
+  against the evaluation data and computes dedup keys; it writes its counts, its keys (document id hashes,
+  exact digests, band keys) cut into K slices of the key space, and, apart, the texts that passed (their
+  token ids, when the tokenizer is given);
+- dedup: task s goes through slice s of every screen task's keys in input order and flags each document
+  with a key an earlier document had. A document's verdict depends only on earlier keys, never on earlier
+  verdicts (dedup.py), so the slices are decided apart and their flags OR-ed give exactly what one
+  process decides; each task holds 1/K of the tables;
+- decide: one task sums the screen tasks' counts and applies the flags, a few numpy passes per screen
+  task (no work per document in Python); it writes a keep mask per screen task, the ledger, and the
+  tokenizer (trained here on the kept training texts when none is given, in the order a single-machine
+  prepare feeds them);
 - tokenize: task k encodes its kept texts (or takes their ids) into one token file per (source, split);
 - merge: one task appends the token files in task order and writes the dataset exactly as prepare.py does
   (shards, tokenizer.json, manifest.json), so the result is the same byte for byte.
@@ -18,6 +24,7 @@ later phase could read, and its rerun starts it afresh. Which tasks are done is 
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -31,13 +38,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lit_pretrain.data.decontaminate import DecontaminationIndex
+from lit_pretrain.data.dedup import DedupKeys
+from lit_pretrain.data.keyset import KeyTable
 from lit_pretrain.data.ledger import Ledger
 from lit_pretrain.data.manifest import TOKENIZER_NAME
 from lit_pretrain.data.read_plan import ReadUnit, plan_reads, split_large_files, unit_documents
-from lit_pretrain.data.sources import MAX_LOCATIONS, Document, ReadReport
+from lit_pretrain.data.sources import MAX_LOCATIONS, Document, ReadReport, id_hash, repeated_id_error
 from lit_pretrain.data.split_writers import SplitWriters, finish_dataset
 from lit_pretrain.data.tokenizer import load_tokenizer, train_bpe_tokenizer
-from lit_pretrain.data.workers import Encoder, Screener, batched
+from lit_pretrain.data.workers import Encoder, ScreenedBatch, Screener, batched
 
 if TYPE_CHECKING:
     from lit_pretrain.data.prepare import PrepareOptions
@@ -45,7 +54,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PLAN = "plan.pkl"
-SCREEN, DECIDE, TOKENIZE, MERGE = "screen", "decide", "tokenize", "merge"
+SCREEN, DEDUP, DECIDE, TOKENIZE, MERGE = "screen", "dedup", "decide", "tokenize", "merge"
 # A large JSONL file is cut into pieces of at least this size for the tasks to share.
 MIN_PIECE_BYTES = 1 << 20
 # Units whose size is not known up front (a whole dataset, pydoc's topics) count as this many bytes when
@@ -170,7 +179,8 @@ def _pickled_items(path: Path) -> Iterator[Any]:
 
 # ---------------------------------------------------------------------------------------------------- screen
 def screen_task(work: Path, task: int) -> None:
-    """Screen task `task`: read its units, screen their documents, write records and texts."""
+    """Screen task `task`: read its units, screen their documents; write their counts, their keys cut into
+    slices (one per dedup task) and the texts that passed."""
     plan = load_plan(work)
     options = plan.options
     index = DecontaminationIndex(options.decontamination) if options.decontamination.enabled else None
@@ -190,40 +200,130 @@ def screen_task(work: Path, task: int) -> None:
     final = _task_dir(work, SCREEN, task)
     partial = _fresh_partial(final)
     report = ReadReport()
-    sources: list[str] = []
+    summary = _ScreenSummary()
+    keys = _TaskKeys()
     try:
-        with open(partial / "records.pkl", "wb") as records, open(partial / "texts.pkl", "wb") as texts:
+        with open(partial / "texts.pkl", "wb") as texts:
             for events in _event_batches(plan, task, report):
-                documents = [event for event in events if event[0] == "doc"]
-                screened = screener([(e[2].source, e[2].is_code, e[2].text) for e in documents])
+                documents = [document for kind, _, document in events if kind == "doc"]
+                screened = screener([(d.source, d.is_code, d.text) for d in documents])
+                summary.add(plan, events, screened)
+                keys.add(documents, screened.keys)
                 passed_documents = [
                     document
-                    for (_, _, document), (length, match) in zip(documents, screened.documents, strict=True)
+                    for document, (length, match) in zip(documents, screened.documents, strict=True)
                     if length is not None and match is None
                 ]
                 passed = [
                     (document.source, document.id, text)
                     for document, text in zip(passed_documents, screened.passed, strict=True)
                 ]
-                for _, _, document in documents:
-                    if document.source not in sources:
-                        sources.append(document.source)
-                # Events keep only what the ledger needs: the text stays out of the decision's input.
-                slim = [
-                    (
-                        kind,
-                        unit,
-                        (document.id, document.origin, document.is_code) if kind == "doc" else document,
-                    )
-                    for kind, unit, document in events
-                ]
-                record = (slim, screened.documents, screened.keys, screened.counts, screened.languages)
-                pickle.dump(record, records, protocol=pickle.HIGHEST_PROTOCOL)
                 pickle.dump(passed, texts, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as err:
         raise RuntimeError(f"screen task {task} ({plan.describe(task)}) failed: {err}") from err
-    (partial / "report.json").write_text(json.dumps({"report": report.__dict__, "sources": sources}))
+    keys.save(partial, plan.tasks)
+    summary.report = report.__dict__
+    _atomic_pickle(partial / "summary.pkl", summary)
     _publish(partial, final)
+
+
+class _ScreenSummary:
+    """What the decide task needs of a screen task, apart from the keys: counts per read unit and per
+    source, the evaluation matches in order, and per document that passed its source, length and kind."""
+
+    def __init__(self) -> None:
+        self.report: dict[str, Any] = {}
+        self.sources: list[str] = []
+        # (unit index, its non-empty documents, its malformed records), in read order.
+        self.units: list[tuple[int, int, int]] = []
+        self.counts: dict[str, dict[str, int]] = {}
+        self.languages: dict[str, dict[str, int]] = {}
+        self.contaminated: list[tuple[str, str, Any]] = []
+        self._passed_sources: list[int] = []
+        self._passed_lengths: list[int] = []
+        self._passed_code: list[bool] = []
+        self._unit_documents = 0
+
+    def add(self, plan: TaskPlan, events: list[tuple[str, int, Any]], screened: ScreenedBatch) -> None:
+        """Count one screened batch of ("doc" | "end", unit, payload) events."""
+        outcomes = iter(screened.documents)
+        for kind, unit_index, payload in events:
+            if kind == "end":
+                self.units.append((unit_index, self._unit_documents, payload))
+                self._unit_documents = 0
+                continue
+            self._unit_documents += 1
+            if payload.source not in self.sources:
+                self.sources.append(payload.source)
+            length, match = next(outcomes)
+            if length is None:
+                continue
+            if match is not None:
+                self.contaminated.append((payload.source, payload.id, match))
+                continue
+            self._passed_sources.append(self.sources.index(payload.source))
+            self._passed_lengths.append(length)
+            self._passed_code.append(payload.is_code)
+        for totals, batch in ((self.counts, screened.counts), (self.languages, screened.languages)):
+            for name, counts in batch.items():
+                source = totals.setdefault(name, {})
+                for key, count in counts.items():
+                    source[key] = source.get(key, 0) + count
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled with the per-document lists as arrays."""
+        state = dict(self.__dict__)
+        state["_passed_sources"] = np.array(self._passed_sources, dtype=np.int32)
+        state["_passed_lengths"] = np.array(self._passed_lengths, dtype=np.int64)
+        state["_passed_code"] = np.array(self._passed_code, dtype=np.bool_)
+        return state
+
+    @property
+    def passed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per document that passed screening, in order: its source (an index into `sources`), its cleaned
+        length, whether it is code."""
+        return self._passed_sources, self._passed_lengths, self._passed_code
+
+
+class _TaskKeys:
+    """A screen task's keys, gathered in document order and saved cut into slices of the key space."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list[np.ndarray]] = {"exact": [], "bands": [], "ids": []}
+        self.passed = self.read = 0
+
+    def add(self, documents: list[Document], keys: DedupKeys) -> None:
+        """Add a batch's keys: its documents' id hashes, and the dedup keys of those that passed."""
+        ids = b"".join(id_hash(document.id) for document in documents)
+        self.parts["ids"].append(np.frombuffer(ids, dtype="<u8").astype(np.uint64).reshape(-1, 2))
+        for name, rows in (("exact", keys.exact), ("bands", keys.bands)):
+            if rows is not None:
+                self.parts[name].append(rows)
+        self.passed += keys.documents
+        self.read += len(documents)
+
+    def save(self, directory: Path, slices: int) -> None:
+        """One keys-SSSSS.npz per slice: for each kind, the slice's keys and the document each belongs to
+        (its position among the task's documents that passed, or among all it read for ids)."""
+        cut: list[dict[str, np.ndarray]] = [{} for _ in range(slices)]
+        for name, parts in self.parts.items():
+            width = 2 if name != "bands" else (parts[0].shape[1] if parts else 1)
+            rows = np.concatenate(parts) if parts else np.zeros((0, width), dtype=np.uint64)
+            # Exact digests and id hashes are one key of two words; each band key is one key of one word.
+            keys = rows.reshape(-1, 1) if name == "bands" else rows
+            owners = np.repeat(np.arange(len(rows)), width if name == "bands" else 1)
+            slice_of = key_slice(keys[:, 0], slices)
+            for part in range(slices):
+                mine = slice_of == part
+                cut[part][name], cut[part][f"{name}_documents"] = keys[mine], owners[mine]
+        for part in range(slices):
+            np.savez(directory / f"keys-{part:05d}.npz", passed=self.passed, read=self.read, **cut[part])
+
+
+def key_slice(first_words: np.ndarray, slices: int) -> np.ndarray:
+    """Which dedup task decides each key, from its first word's high bits (the tables place keys by the
+    low bits, which would otherwise be alike within a slice)."""
+    return ((first_words >> np.uint64(40)) % np.uint64(slices)).astype(np.int64)
 
 
 def _event_batches(plan: TaskPlan, task: int, report: ReadReport) -> Iterator[list[tuple[str, int, Any]]]:
@@ -245,11 +345,34 @@ def _event_batches(plan: TaskPlan, task: int, report: ReadReport) -> Iterator[li
     yield from batched(events(), lambda event: event[2].text if event[0] == "doc" else "")
 
 
+# ----------------------------------------------------------------------------------------------------- dedup
+def dedup_task(work: Path, part: int) -> None:
+    """Dedup task `part`: go through slice `part` of every screen task's keys in input order and flag
+    the documents with a key an earlier document had (dedup.repeated_rows's rule, one slice of it)."""
+    plan = load_plan(work)
+    tables = {"exact": KeyTable(words=2), "bands": KeyTable(words=1), "ids": KeyTable(words=2)}
+    final = _task_dir(work, DEDUP, part)
+    partial = _fresh_partial(final)
+    repeated_id = None
+    for task in range(plan.tasks):
+        with np.load(_task_dir(work, SCREEN, task) / f"keys-{part:05d}.npz") as keys:
+            flagged = {}
+            for name, table in tables.items():
+                new = table.add_rows(table.rows(keys[name]))
+                flagged[name] = np.unique(keys[f"{name}_documents"][~new])
+        if repeated_id is None and len(flagged["ids"]):
+            repeated_id = [task, int(flagged["ids"][0])]
+        np.savez(partial / f"flags-{task:05d}.npz", exact=flagged["exact"], near=flagged["bands"])
+    (partial / "ids.json").write_text(json.dumps({"first_repeated": repeated_id}))
+    _publish(partial, final)
+
+
 # ---------------------------------------------------------------------------------------------------- decide
 def decide_task(work: Path) -> None:
-    """Replay every screen task's records in input order: keep masks, the ledger and the tokenizer."""
+    """Sum the screen tasks' counts, apply the dedup tasks' flags: keep masks, the ledger, the tokenizer."""
     plan = load_plan(work)
     options = plan.options
+    _check_unique_ids(work, plan)
     index = DecontaminationIndex(options.decontamination) if options.decontamination.enabled else None
     report = ReadReport(unread_files=dict(plan.unread_files))
     ledger = Ledger(plan.inputs, plan.val_inputs, options, index, report)
@@ -258,28 +381,20 @@ def decide_task(work: Path) -> None:
     malformed: dict[str, int] = {}
     task_sources: list[list[str]] = []
     for task in range(plan.tasks):
-        screened = _task_dir(work, SCREEN, task)
-        _merge_report(report, json.loads((screened / "report.json").read_text()), task_sources)
-        keep: list[bool] = []
-        for events, rows, keys, counts, languages in _pickled_items(screened / "records.pkl"):
-            for kind, unit_index, payload in events:
-                unit = plan.units[unit_index]
-                if kind == "end":
-                    malformed[unit.source] = malformed.get(unit.source, 0) + payload
-                    if unit.last:
-                        ledger.end_source(unit.spec, unit.source, malformed.pop(unit.source))
-                    continue
-                document_id, origin, is_code = payload
-                ledger.read(unit.spec, unit.source, Document(document_id, unit.source, origin, "", is_code))
-            ledger.screened_counts(counts, languages)
-            decided = [
-                (plan.units[unit_index].source, payload[0], payload[2], length, match)
-                for (_, unit_index, payload), (length, match) in zip(
-                    (e for e in events if e[0] == "doc"), rows, strict=True
-                )
-            ]
-            keep.extend(ledger.decide(decided, keys))
-        np.save(partial / f"keep-{task:05d}.npy", np.array(keep, dtype=np.bool_))
+        with open(_task_dir(work, SCREEN, task) / "summary.pkl", "rb") as file:
+            summary: _ScreenSummary = pickle.load(file)
+        _merge_report(report, summary.report, task_sources, summary.sources)
+        for unit_index, documents, malformed_records in summary.units:
+            unit = plan.units[unit_index]
+            ledger.read_many(unit.spec, unit.source, documents)
+            malformed[unit.source] = malformed.get(unit.source, 0) + malformed_records
+            if unit.last:
+                ledger.end_source(unit.spec, unit.source, malformed.pop(unit.source))
+        ledger.screened_counts(summary.counts, summary.languages)
+        for name, document_id, match in summary.contaminated:
+            ledger.contaminated(name, document_id, match)
+        keep = _apply_flags(work, plan, task, summary, ledger)
+        np.save(partial / f"keep-{task:05d}.npy", keep)
     ledger.finish_screening()
     bpe = _decide_tokenizer(work, plan, ledger, partial, task_sources)
     bpe.save(str(partial / TOKENIZER_NAME))
@@ -287,9 +402,57 @@ def decide_task(work: Path) -> None:
     _publish(partial, final)
 
 
-def _merge_report(report: ReadReport, saved: dict[str, Any], task_sources: list[list[str]]) -> None:
+def _check_unique_ids(work: Path, plan: TaskPlan) -> None:
+    """The first document, in input order, whose id an earlier one had is an error naming it."""
+    repeats = []
+    for part in range(plan.tasks):
+        first = json.loads((_task_dir(work, DEDUP, part) / "ids.json").read_text())["first_repeated"]
+        if first is not None:
+            repeats.append(tuple(first))
+    if not repeats:
+        return
+    task, position = min(repeats)
+    # Rare and fatal: the document is found by reading its task's inputs again.
+    documents = (e[2] for events in _event_batches(plan, task, ReadReport()) for e in events if e[0] == "doc")
+    raise repeated_id_error(next(itertools.islice(documents, position, None)))
+
+
+def _apply_flags(
+    work: Path, plan: TaskPlan, task: int, summary: _ScreenSummary, ledger: Ledger
+) -> np.ndarray:
+    """The keep mask of screen task `task`'s documents that passed, from every dedup task's flags; their
+    decisions are counted in the ledger, per source."""
+    sources, lengths, is_code = summary.passed
+    exact = np.zeros(len(sources), dtype=bool)
+    near = np.zeros(len(sources), dtype=bool)
+    for part in range(plan.tasks):
+        with np.load(_task_dir(work, DEDUP, part) / f"flags-{task:05d}.npz") as flags:
+            exact[flags["exact"]] = True
+            near[flags["near"]] = True
+    near &= ~exact
+    keep = ~(exact | near)
+    count = len(summary.sources)
+
+    def per_source(values: np.ndarray) -> list[int]:
+        return np.bincount(sources, weights=values, minlength=count).astype(np.int64).tolist()
+
+    for name, kept, exact_count, near_count, chars, code in zip(
+        summary.sources,
+        per_source(keep),
+        per_source(exact),
+        per_source(near),
+        per_source(np.where(keep, lengths, 0)),
+        per_source(keep & is_code),
+        strict=True,
+    ):
+        ledger.add_decisions(name, kept, exact_count, near_count, chars, code > 0)
+    return keep
+
+
+def _merge_report(
+    report: ReadReport, other: dict[str, Any], task_sources: list[list[str]], sources: list[str]
+) -> None:
     """Add one screen task's read report (its malformed locations after the earlier tasks')."""
-    other = saved["report"]
     report.documents_in += other["documents_in"]
     report.empty_documents += other["empty_documents"]
     report.invalid_utf8_documents += other["invalid_utf8_documents"]
@@ -298,7 +461,7 @@ def _merge_report(report: ReadReport, saved: dict[str, Any], task_sources: list[
     report.malformed_locations.extend(other["malformed_locations"][:room])
     for extension, count in other["unread_files"].items():
         report.unread_files[extension] = report.unread_files.get(extension, 0) + count
-    task_sources.append(saved["sources"])
+    task_sources.append(sources)
 
 
 def _decide_tokenizer(

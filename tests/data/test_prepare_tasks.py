@@ -20,7 +20,7 @@ from lit_pretrain.data.prepare import PrepareOptions, prepare
 from lit_pretrain.data.read_plan import plan_reads, split_large_files, unit_documents
 from lit_pretrain.data.sources import ReadReport, documents_for
 from tests.helpers import fake_slurm
-from tests.helpers.corpus import prose, write_jsonl_texts
+from tests.helpers.corpus import prose, write_jsonl_lines, write_jsonl_texts
 from tests.helpers.outputs import assert_same_output
 from tests.helpers.paths import REPO_ROOT
 
@@ -124,7 +124,7 @@ prepare({inputs["inputs"]!r}, {str(out)!r}, val_inputs={inputs["val_inputs"]!r},
     assert returncode == 137, log.read_text()[-3000:]
 
 
-@pytest.mark.parametrize("phase", [tasks.SCREEN, tasks.TOKENIZE])
+@pytest.mark.parametrize("phase", [tasks.SCREEN, tasks.DEDUP, tasks.TOKENIZE])
 def test_a_task_killed_midway_is_rerun_alone_and_nothing_is_lost_or_doubled(
     phase, task_inputs, reference, tmp_path: Path, monkeypatch
 ):
@@ -136,7 +136,7 @@ def test_a_task_killed_midway_is_rerun_alone_and_nothing_is_lost_or_doubled(
     assert not (work / "logs" / phase / "completions" / "00001").exists()
 
     ran: list[tuple[str, int]] = []
-    for name in ("screen_task", "tokenize_task"):
+    for name in ("screen_task", "dedup_task", "tokenize_task"):
         original = getattr(engine, name)
         monkeypatch.setattr(
             engine,
@@ -147,10 +147,12 @@ def test_a_task_killed_midway_is_rerun_alone_and_nothing_is_lost_or_doubled(
         task_inputs["inputs"], out, val_inputs=task_inputs["val_inputs"], tasks=3, work_dir=work, **OPTIONS
     )
     assert_same_output(reference, out)
-    if phase == tasks.SCREEN:
-        assert ran == [("screen_task", 1), ("screen_task", 2)] + [("tokenize_task", t) for t in range(3)]
-    else:
-        assert ran == [("tokenize_task", 1), ("tokenize_task", 2)]
+    rest = {
+        tasks.SCREEN: [("dedup_task", t) for t in range(3)] + [("tokenize_task", t) for t in range(3)],
+        tasks.DEDUP: [("tokenize_task", t) for t in range(3)],
+        tasks.TOKENIZE: [],
+    }
+    assert ran == [(f"{phase}_task", 1), (f"{phase}_task", 2)] + rest[phase]
 
 
 def test_an_input_gone_between_phases_fails_its_task_naming_the_file_and_the_task(
@@ -166,6 +168,26 @@ def test_an_input_gone_between_phases_fails_its_task_naming_the_file_and_the_tas
     tasks.screen_task(work, 0)
     with pytest.raises(RuntimeError, match=r"screen task 1 \(.*part-3\.jsonl\) failed: input file .*part-3"):
         tasks.screen_task(work, 1)
+
+
+def test_a_repeated_id_fails_the_job_naming_its_first_repeat_in_input_order(tmp_path: Path):
+    # Ids repeat within a task and across tasks; the error names the earliest second copy, as one
+    # process would, whichever dedup task's key slice holds it.
+    (tmp_path / "in").mkdir()
+    for part in range(3):
+        records = [{"id": f"doc-{part}-{i}", "text": prose(100 * part + i)} for i in range(20)]
+        if part == 1:
+            records[12]["id"] = "doc-0-3"
+        if part == 2:
+            records[4]["id"] = records[2]["id"]
+        lines = [json.dumps(record).encode() for record in records]
+        write_jsonl_lines(tmp_path / "in" / f"{part}.jsonl", lines)
+    inputs = [str(tmp_path / "in")]
+    with pytest.raises(ValueError, match=r"document id '.*doc-0-3' \(.*1\.jsonl:13\) occurs twice") as one:
+        prepare(inputs, tmp_path / "one", id_field="id", **OPTIONS)
+    with pytest.raises(RuntimeError) as many:
+        prepare(inputs, tmp_path / "many", id_field="id", tasks=3, **OPTIONS)
+    assert str(one.value) in str(many.value), "the task error carries the one-process message"
 
 
 def test_units_are_shared_out_in_order_by_size(tmp_path: Path):
@@ -254,6 +276,7 @@ def test_slurm_submits_the_phases_as_dependent_job_arrays_that_write_the_same_by
         f"lit-pretrain-prepare-{phase}" for phase in engine.PHASES
     ]
     assert [re.search(r"--array=(\S+)", s).group(1).split("%")[0] for _, s, _ in phase_jobs] == [
+        "0-2",
         "0-2",
         "0-0",
         "0-2",
