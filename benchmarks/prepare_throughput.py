@@ -11,7 +11,10 @@ Both sides use the same number of tokenizer threads (RAYON_NUM_THREADS, default:
 Scaling with processes: prepare of the whole corpus with `--num_proc 1`, `--num_proc 2` and as 4 tasks two
 at a time (`--tasks 4 --num_proc 2`), each in a fresh process with one tokenizer thread (RAYON_NUM_THREADS=1); the prose alone (2.7 MB) takes about a
 second, which would measure the workers' start-up. And the one-core rate of each stage on the prose (read,
-filter, dedup keys, dedup decisions, tokenize, write), measured in a fresh one-thread process too.
+filter, dedup keys, dedup decisions, tokenize, write), measured in a fresh one-thread process too. And
+`--tasks 4` phase by phase: every task of every phase run alone, one after another, on one core, which
+gives what the parallel phases cost per byte and the one-task phases (decide, merge) per document and
+per chunk.
 """
 
 from __future__ import annotations
@@ -158,7 +161,7 @@ def child_stage_seconds(inputs: list[str], tokenizer_dir: Path, work: Path) -> N
     for array in arrays:
         writer.write(array)
     writer.close()
-    write_shards(writer.path, dtype, work / "stage-shards", 2**21)
+    write_shards([(writer.path, 0, writer.tokens)], dtype, work / "stage-shards", 2**21)
     seconds["write"] = time.perf_counter() - start
     print(json.dumps({"seconds": seconds, "documents": len(documents), "kept": len(kept)}))
 
@@ -192,6 +195,39 @@ def loader_tokens_per_second(
     return tokens / (time.perf_counter() - start)
 
 
+def child_phase_seconds(inputs: list[str], tokenizer: Path, work: Path, tasks: int) -> None:
+    """(In the child) every task of every `--tasks` phase, one after another in this process and one
+    thread: seconds per task, the documents, chunks and text bytes; print them as JSON."""
+    from lit_pretrain.data import tasks as phases
+    from lit_pretrain.data.prepare import PrepareOptions
+
+    options = PrepareOptions(tokenizer=str(tokenizer), id_field="id", chunk_tokens=2**16)
+    shutil.rmtree(work, ignore_errors=True)
+    phases.save_plan(phases.make_plan(inputs, [], options, tasks), work)
+    output = work.with_name(work.name + "-out")
+    shutil.rmtree(output, ignore_errors=True)
+    runs = {
+        phases.SCREEN: lambda t: phases.screen_task(work, t),
+        phases.DEDUP: lambda t: phases.dedup_task(work, t),
+        phases.DECIDE: lambda t: phases.decide_task(work),
+        phases.TOKENIZE: lambda t: phases.tokenize_task(work, t),
+        phases.WRITE: lambda t: phases.write_task(work, t),
+        phases.MERGE: lambda t: phases.merge_task(work, output),
+    }
+    seconds: dict[str, list[float]] = {}
+    for phase, run in runs.items():
+        for task in range(
+            tasks if phase in (phases.SCREEN, phases.DEDUP, phases.TOKENIZE, phases.WRITE) else 1
+        ):
+            start = time.perf_counter()
+            run(task)
+            seconds.setdefault(phase, []).append(time.perf_counter() - start)
+    manifest = json.loads((output / "manifest.json").read_text())
+    chunks = len(list(output.glob("*/*/chunk-*.bin")))
+    documents = manifest["documents_in"] - manifest["empty_documents"]
+    print(json.dumps({"seconds": seconds, "documents": documents, "chunks": chunks}))
+
+
 def process_scaling(inputs: list[str], work: Path, tokenizer: Path, repeats: int) -> dict:
     """Prepare with 1 and 2 processes (paired rounds) and each stage's one-core rate on the prose."""
     corpus_mb = sum(len(t.encode("utf-8")) for t in corpus_texts(inputs)) / 1e6
@@ -219,6 +255,8 @@ def process_scaling(inputs: list[str], work: Path, tokenizer: Path, repeats: int
             )
     child = {"inputs": prose_inputs, "tokenizer_dir": str(tokenizer.parent), "work": str(work)}
     stages = in_one_thread_process("--child", "stages", "--child_args", json.dumps(child))
+    child = {"inputs": inputs, "tokenizer": str(tokenizer), "work": str(work / "phases"), "tasks": 4}
+    phases = in_one_thread_process("--child", "phases", "--child_args", json.dumps(child))
     if one_core:
         pinned = {
             "mb_s_1_core": corpus_mb / min(rounds["1core"]),
@@ -237,6 +275,13 @@ def process_scaling(inputs: list[str], work: Path, tokenizer: Path, repeats: int
         "tasks_speedup": statistics.median(a / b for a, b in zip(rounds[1], rounds["tasks"], strict=True)),
         "process_seconds_per_round": rounds,
         "stage_seconds_one_core": stages["seconds"],
+        # --tasks 4, every task run alone on one core: the parallel phases' seconds per task, and what
+        # the one-task phases (decide, merge) cost per document and per chunk.
+        "phase_seconds_one_core": phases["seconds"],
+        "phase_documents": phases["documents"],
+        "phase_chunks": phases["chunks"],
+        "decide_us_per_document": 1e6 * phases["seconds"]["decide"][0] / phases["documents"],
+        "merge_ms_per_chunk": 1e3 * phases["seconds"]["merge"][0] / max(phases["chunks"], 1),
         "stage_mb_s_one_core": {k: prose_mb / max(v, 1e-9) for k, v in stages["seconds"].items()},
     }
 
@@ -256,7 +301,7 @@ def main() -> None:
     parser.add_argument(
         "--loader_batches", type=int, default=60, help="DataLoader measurement: batches timed"
     )
-    parser.add_argument("--child", choices=("prepare", "stages"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("prepare", "stages", "phases"), help=argparse.SUPPRESS)
     parser.add_argument("--child_args", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -269,6 +314,10 @@ def main() -> None:
                 child["num_proc"],
                 child.get("tasks"),
                 child.get("one_core", False),
+            )
+        elif args.child == "phases":
+            child_phase_seconds(
+                child["inputs"], Path(child["tokenizer"]), Path(child["work"]), child["tasks"]
             )
         else:
             child_stage_seconds(child["inputs"], Path(child["tokenizer_dir"]), Path(child["work"]))
@@ -341,6 +390,14 @@ def main() -> None:
     print(f"one core, each stage alone (the prose, {results['prose_mb']:.1f} MB):")
     for stage in STAGES:
         print(f"{'  ' + stage:<42}{results['stage_mb_s_one_core'][stage]:>14,.2f} MB/s")
+    print(
+        f"--tasks 4, each task alone on one core ({results['phase_documents']:,} documents, "
+        f"{results['phase_chunks']} chunks of 2**16 tokens), seconds per task:"
+    )
+    for phase, seconds in results["phase_seconds_one_core"].items():
+        print(f"{'  ' + phase:<42}{' '.join(f'{s:.2f}' for s in seconds):>14}")
+    print(f"{'  decide, per document':<42}{results['decide_us_per_document']:>14,.2f} us")
+    print(f"{'  merge, per chunk':<42}{results['merge_ms_per_chunk']:>14,.2f} ms")
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.output}")
     shutil.rmtree(work, ignore_errors=True)

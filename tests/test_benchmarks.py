@@ -52,6 +52,16 @@ def test_prepare_throughput_benchmark_writes_its_json(tmp_path: Path):
     }
     assert "--num_proc 2" in printed
     assert "ratio" in printed
+    assert list(result["phase_seconds_one_core"]) == [
+        "screen",
+        "dedup",
+        "decide",
+        "tokenize",
+        "write",
+        "merge",
+    ]
+    assert len(result["phase_seconds_one_core"]["dedup"]) == 4 and result["decide_us_per_document"] > 0
+    assert "decide, per document" in printed
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ from lit_pretrain.data.tasks import (
     PLAN,
     SCREEN,
     TOKENIZE,
+    WRITE,
     TaskPlan,
     decide_task,
     dedup_task,
@@ -34,6 +35,7 @@ from lit_pretrain.data.tasks import (
     save_plan,
     screen_task,
     tokenize_task,
+    write_task,
 )
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,8 @@ class PhaseStep:
             decide_task(work)
         elif self.phase == TOKENIZE:
             tokenize_task(work, rank)
+        elif self.phase == WRITE:
+            write_task(work, rank)
         else:
             merge_task(work, Path(self.output_dir))
 
@@ -75,14 +79,14 @@ def prepare_in_tasks(
     overwrite: bool = False,
     slurm: Mapping[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """`prepare` as screen / dedup / decide / tokenize / merge phases of `tasks` tasks on datatrove's
-    executors.
+    """`prepare` as screen / dedup / decide / tokenize / write / merge phases of `tasks` tasks on
+    datatrove's executors.
 
     The work directory (default: OUTPUT.tasks) keeps each phase's outputs and which tasks completed:
     launching the same job again reruns only what did not complete. Locally (`slurm` None) the phases
     run here, `workers` tasks at a time, and the manifest is returned. With `slurm` (the keyword
     arguments of datatrove's SlurmPipelineExecutor: partition, time, cpus_per_task, ...) the phases are
-    submitted as five dependent job arrays and None is returned: the dataset appears at `output_dir` when
+    submitted as six dependent job arrays and None is returned: the dataset appears at `output_dir` when
     the merge job ends.
     """
     if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
@@ -99,8 +103,8 @@ def prepare_in_tasks(
     return _run_locally(work, output_dir, plan, workers)
 
 
-PHASES = (SCREEN, DEDUP, DECIDE, TOKENIZE, MERGE)
-_PARALLEL_PHASES = (SCREEN, DEDUP, TOKENIZE)
+PHASES = (SCREEN, DEDUP, DECIDE, TOKENIZE, WRITE, MERGE)
+_PARALLEL_PHASES = (SCREEN, DEDUP, TOKENIZE, WRITE)
 
 
 def _ranks(phase: str, plan: TaskPlan) -> int:
@@ -130,8 +134,9 @@ def _run_locally(work: Path, output_dir: Path, plan: TaskPlan, workers: int) -> 
         if failure is not None or incomplete:
             if phase in (SCREEN, TOKENIZE):
                 described = "; ".join(f"task {t}: {plan.describe(t)}" for t in incomplete[:5])
-            elif phase == DEDUP:
-                described = "; ".join(f"task {t}: key slice {t}" for t in incomplete[:5])
+            elif phase in (DEDUP, WRITE):
+                what = "key slice" if phase == DEDUP else "run of chunks"
+                described = "; ".join(f"task {t}: {what} {t}" for t in incomplete[:5])
             else:
                 described = f"the {phase} task"
             raise RuntimeError(

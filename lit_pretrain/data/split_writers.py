@@ -17,11 +17,15 @@ LowestTrain = tuple[float, str, int, int]
 
 
 class SplitWriters:
-    """One append-only token file per (source, split) under `work`, in the order documents arrive."""
+    """What each (source, split) holds, as segments of token files in the order documents arrive: token
+    files written here (one per (source, split) under `work`) and closed token files added whole."""
 
     def __init__(self, work: Path, dtype: np.dtype, held_out: Callable[[str, str], bool]) -> None:
         self.work, self.dtype, self.held_out = work, dtype, held_out
         self.writers: dict[tuple[str, str], TokenFileWriter] = {}
+        # A segment whose end is None runs to the end of this object's own file of that (source, split).
+        self.segments: dict[tuple[str, str], list[tuple[Path, int, int | None]]] = {}
+        self.documents: dict[tuple[str, str], int] = {}
         self.lowest_train: LowestTrain | None = None
 
     def writer(self, name: str, split: str) -> TokenFileWriter:
@@ -29,6 +33,7 @@ class SplitWriters:
         if (name, split) not in self.writers:
             path = self.work / f"{len(self.writers):04d}.{split}.bin"
             self.writers[name, split] = TokenFileWriter(path, self.dtype)
+            self.segments.setdefault((name, split), []).append((path, 0, None))
         return self.writers[name, split]
 
     def write(self, name: str, document_id: str, ids: np.ndarray) -> None:
@@ -38,18 +43,25 @@ class SplitWriters:
         if split == "train":
             self._offer_lowest((id_fraction(document_id), name, writer.tokens, len(ids)))
         writer.write(ids)
+        self.documents[name, split] = self.documents.get((name, split), 0) + 1
 
-    def append(
+    def add_file(
         self, name: str, split: str, token_file: Path, documents: int, lowest: LowestTrain | None
     ) -> None:
-        """Append another writer's closed token file of (source, split) holding `documents` documents.
+        """Add another writer's closed token file of (source, split) holding `documents` documents, after
+        what (source, split) holds (its tokens are read from there, not copied).
 
         `lowest` is that writer's lowest-hash training document, its offset counted in that file.
         """
-        writer = self.writer(name, split)
+        key = (name, split)
+        if key in self.writers:
+            raise ValueError(f"{key} is written here: add files only to what is not")
+        held = sum(end - start for _, start, end in self.segments.get(key, []))
         if lowest is not None:
-            self._offer_lowest((lowest[0], lowest[1], writer.tokens + lowest[2], lowest[3]))
-        writer.append_file(token_file, documents)
+            self._offer_lowest((lowest[0], lowest[1], held + lowest[2], lowest[3]))
+        tokens = token_file.stat().st_size // self.dtype.itemsize
+        self.segments.setdefault(key, []).append((token_file, 0, tokens))
+        self.documents[key] = self.documents.get(key, 0) + documents
 
     def _offer_lowest(self, candidate: LowestTrain) -> None:
         # Strictly lower: of equal hashes the first document in input order is the one.
@@ -57,42 +69,55 @@ class SplitWriters:
             self.lowest_train = candidate
 
     def tokens(self, split: str) -> int:
-        """Tokens written to `split` over all sources."""
-        return sum(w.tokens for (_, s), w in self.writers.items() if s == split)
+        """Tokens held by `split` over all sources (once closed)."""
+        return sum(self.stream_tokens(key) for key in self.segments if key[1] == split)
+
+    def stream_tokens(self, key: tuple[str, str]) -> int:
+        """Tokens held by (source, split) (once closed)."""
+        return sum(end - start for _, start, end in self.segments[key])
 
     def hold_out_lowest_train_document(self) -> None:
         """A small corpus may hash no document below val_fraction: move the lowest-hash one to validation."""
         _, name, start, length = self.lowest_train
-        train = self.writers[name, "train"]
-        train.close()
-        tokens = np.fromfile(train.path, dtype=self.dtype)
-        self.writer(name, "val").write(tokens[start : start + length])
-        rest = np.concatenate([tokens[:start], tokens[start + length :]])
-        replacement = TokenFileWriter(train.path, self.dtype)
-        if len(rest):
-            replacement.write(rest)
-        replacement.documents = train.documents - 1
-        self.writers[name, "train"] = replacement
+        taken, kept, offset = [], [], 0
+        for path, first, end in self.segments[name, "train"]:
+            # The parts of this segment before, inside and after [start, start + length) of the stream.
+            cut_low = first + min(max(start - offset, 0), end - first)
+            cut_high = first + min(max(start + length - offset, 0), end - first)
+            kept += [(path, first, cut_low), (path, cut_high, end)]
+            taken.append((path, cut_low, cut_high))
+            offset += end - first
+        self.segments[name, "train"] = [segment for segment in kept if segment[2] > segment[1]]
+        self.documents[name, "train"] -= 1
+        self.segments.setdefault((name, "val"), []).extend(s for s in taken if s[2] > s[1])
+        self.documents[name, "val"] = self.documents.get((name, "val"), 0) + 1
 
     def close(self) -> dict[tuple[str, str], tuple[int, int]]:
-        """Close every token file; (documents, tokens) per (source, split)."""
-        for writer in self.writers.values():
+        """Close every token file written here; (documents, tokens) per (source, split)."""
+        for key, writer in self.writers.items():
             writer.close()
-        return {key: (w.documents, w.tokens) for key, w in self.writers.items()}
+            self.segments[key] = [(p, a, writer.tokens if b is None else b) for p, a, b in self.segments[key]]
+        return self.counts()
+
+    def counts(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(documents, tokens) per (source, split), once closed."""
+        return {key: (self.documents.get(key, 0), self.stream_tokens(key)) for key in self.segments}
 
     def write_shards(self, out: Path, chunk_tokens: int) -> None:
-        """litdata shards of every non-empty (source, split) under out/SPLIT/SOURCE; the token files go."""
-        for (name, split), writer in self.writers.items():
-            if writer.tokens:
-                write_shards(writer.path, self.dtype, out / split / name, chunk_tokens)
+        """litdata shards of every non-empty (source, split) under out/SPLIT/SOURCE; the token files
+        written here go."""
+        for (name, split), segments in self.segments.items():
+            if self.stream_tokens((name, split)):
+                write_shards(segments, self.dtype, out / split / name, chunk_tokens)
+        for writer in self.writers.values():
             writer.path.unlink()
 
 
-def finish_dataset(
-    out: Path, ledger: Ledger, writers: SplitWriters, bpe: Any, eos_id: int, bos_id: int | None
-) -> dict[str, Any]:
-    """Every kept document is in `writers`: hold out validation if none was, write shards and manifest."""
+def settle_splits(ledger: Ledger, writers: SplitWriters) -> None:
+    """Every kept document is in `writers`: close them, hold out validation if none was, and count each
+    split in the ledger."""
     options = ledger.options
+    writers.close()
     if options.val_fraction > 0 and not ledger.val_inputs and not writers.tokens("val"):
         writers.hold_out_lowest_train_document()
     if not writers.tokens("train"):
@@ -100,9 +125,23 @@ def finish_dataset(
             f"no training documents are left after holding out validation data "
             f"(val_fraction={options.val_fraction}, val_inputs={ledger.val_inputs}): add documents"
         )
-    for (name, split), (documents, tokens) in writers.close().items():
+    for (name, split), (documents, tokens) in writers.counts().items():
         ledger.stats[name][split] = {"documents": documents, "tokens": tokens}
-    writers.write_shards(out, options.chunk_tokens)
+
+
+def finish_dataset(
+    out: Path, ledger: Ledger, writers: SplitWriters, bpe: Any, eos_id: int, bos_id: int | None
+) -> dict[str, Any]:
+    """Every kept document is in `writers`: hold out validation if none was, write shards and manifest."""
+    settle_splits(ledger, writers)
+    writers.write_shards(out, ledger.options.chunk_tokens)
+    return write_dataset_manifest(out, ledger, writers, bpe, eos_id, bos_id)
+
+
+def write_dataset_manifest(
+    out: Path, ledger: Ledger, writers: SplitWriters, bpe: Any, eos_id: int, bos_id: int | None
+) -> dict[str, Any]:
+    """Write and return manifest.json, once the splits are settled."""
     manifest = ledger.manifest(bpe, eos_id, bos_id, writers.dtype)
     write_manifest(out, manifest)
     return manifest

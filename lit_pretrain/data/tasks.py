@@ -14,8 +14,12 @@ merge (1).
   tokenizer (trained here on the kept training texts when none is given, in the order a single-machine
   prepare feeds them);
 - tokenize: task k encodes its kept texts (or takes their ids) into one token file per (source, split);
-- merge: one task appends the token files in task order and writes the dataset exactly as prepare.py does
-  (shards, tokenizer.json, manifest.json), so the result is the same byte for byte.
+- write: the tokenize tasks' files, in task order, are each (source, split)'s token stream; write task w
+  writes the w-th run of the dataset's litdata chunks straight from them (shards.write_chunk_range), the
+  chunks one writer would write;
+- merge: one task moves the chunks into the dataset, writes one index per (source, split), the tokenizer
+  and the manifest, exactly as prepare.py does, so the result is the same byte for byte. It copies no
+  token: its work grows with the number of chunks, not of documents.
 
 Each task writes into `NAME.partial` and renames it when done: a task killed midway leaves nothing that a
 later phase could read, and its rerun starts it afresh. Which tasks are done is the engine's business
@@ -39,12 +43,14 @@ import numpy as np
 
 from lit_pretrain.data.decontaminate import DecontaminationIndex
 from lit_pretrain.data.dedup import DedupKeys
+from lit_pretrain.data.encode import token_dtype
 from lit_pretrain.data.keyset import KeyTable
 from lit_pretrain.data.ledger import Ledger
 from lit_pretrain.data.manifest import TOKENIZER_NAME
 from lit_pretrain.data.read_plan import ReadUnit, plan_reads, split_large_files, unit_documents
+from lit_pretrain.data.shards import TokenStream, chunk_starts, write_chunk_range, write_index
 from lit_pretrain.data.sources import MAX_LOCATIONS, Document, ReadReport, id_hash, repeated_id_error
-from lit_pretrain.data.split_writers import SplitWriters, finish_dataset
+from lit_pretrain.data.split_writers import SplitWriters, settle_splits, write_dataset_manifest
 from lit_pretrain.data.tokenizer import load_tokenizer, train_bpe_tokenizer
 from lit_pretrain.data.workers import Encoder, ScreenedBatch, Screener, batched
 
@@ -54,7 +60,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PLAN = "plan.pkl"
-SCREEN, DEDUP, DECIDE, TOKENIZE, MERGE = "screen", "dedup", "decide", "tokenize", "merge"
+SCREEN, DEDUP, DECIDE, TOKENIZE, WRITE, MERGE = "screen", "dedup", "decide", "tokenize", "write", "merge"
 # A large JSONL file is cut into pieces of at least this size for the tasks to share.
 MIN_PIECE_BYTES = 1 << 20
 # Units whose size is not known up front (a whole dataset, pydoc's topics) count as this many bytes when
@@ -311,7 +317,8 @@ class _TaskKeys:
             rows = np.concatenate(parts) if parts else np.zeros((0, width), dtype=np.uint64)
             # Exact digests and id hashes are one key of two words; each band key is one key of one word.
             keys = rows.reshape(-1, 1) if name == "bands" else rows
-            owners = np.repeat(np.arange(len(rows)), width if name == "bands" else 1)
+            # Positions within one task: 32 bits are plenty, and the keys' files a third smaller.
+            owners = np.repeat(np.arange(len(rows), dtype=np.uint32), width if name == "bands" else 1)
             slice_of = key_slice(keys[:, 0], slices)
             for part in range(slices):
                 mine = slice_of == part
@@ -527,18 +534,11 @@ def _load_ledger(work: Path) -> Ledger:
         return pickle.load(file)
 
 
-# ----------------------------------------------------------------------------------------------------- merge
-def merge_task(work: Path, output_dir: Path) -> dict[str, Any]:
-    """Append every tokenize task's token files in task order and write the dataset at `output_dir`."""
-    plan = load_plan(work)
-    ledger = _load_ledger(work)
-    bpe = load_tokenizer(work / DECIDE / TOKENIZER_NAME)
-    options = plan.options
-    encoder = Encoder.for_tokenizer(work / DECIDE / TOKENIZER_NAME, bpe, options.eos_token, options.bos_token)
-    partial = _fresh_partial(output_dir)
-    (partial / "_work").mkdir()
-    shutil.copyfile(work / DECIDE / TOKENIZER_NAME, partial / TOKENIZER_NAME)
-    writers = SplitWriters(partial / "_work", encoder.dtype, ledger.held_out)
+# ----------------------------------------------------------------------------------------------------- write
+def _merged_splits(work: Path, plan: TaskPlan, ledger: Ledger, dtype: np.dtype) -> SplitWriters:
+    """Every tokenize task's token files, in task order, as the (source, split) streams of the dataset,
+    validation held out as one process holds it out; the splits are counted in `ledger`."""
+    writers = SplitWriters(work / WRITE, dtype, ledger.held_out)
     for task in range(plan.tasks):
         directory = _task_dir(work, TOKENIZE, task)
         listing = json.loads((directory / "files.json").read_text())
@@ -548,8 +548,79 @@ def merge_task(work: Path, output_dir: Path) -> dict[str, Any]:
             candidate = (
                 tuple(lowest) if lowest is not None and split == "train" and lowest[1] == name else None
             )
-            writers.append(name, split, directory / entry["file"], entry["documents"], candidate)
-    manifest = finish_dataset(partial, ledger, writers, bpe, encoder.eos_id, encoder.bos_id)
-    shutil.rmtree(partial / "_work")
+            writers.add_file(name, split, directory / entry["file"], entry["documents"], candidate)
+    settle_splits(ledger, writers)
+    return writers
+
+
+def _chunk_shares(
+    writers: SplitWriters, chunk_tokens: int, tasks: int
+) -> list[list[tuple[str, str, int, int]]]:
+    """For each write task, its (source, split, first chunk, end chunk) ranges: the dataset's chunks in
+    order, cut into `tasks` runs of nearly equal count."""
+    chunks = [
+        (name, split, chunk)
+        for (name, split) in writers.segments
+        for chunk in range(len(chunk_starts(writers.stream_tokens((name, split)), chunk_tokens)) - 1)
+    ]
+    shares = []
+    for task in range(tasks):
+        mine = chunks[task * len(chunks) // tasks : (task + 1) * len(chunks) // tasks]
+        ranges: list[tuple[str, str, int, int]] = []
+        for name, split, chunk in mine:
+            if ranges and ranges[-1][:2] == (name, split):
+                ranges[-1] = (name, split, ranges[-1][2], chunk + 1)
+            else:
+                ranges.append((name, split, chunk, chunk + 1))
+        shares.append(ranges)
+    return shares
+
+
+def _dataset_dtype(work: Path) -> np.dtype:
+    return token_dtype(load_tokenizer(work / DECIDE / TOKENIZER_NAME).get_vocab_size())
+
+
+def write_task(work: Path, task: int) -> None:
+    """Write task `task`: its share of the dataset's litdata chunks, read from the tokenize tasks' files."""
+    plan = load_plan(work)
+    ledger = _load_ledger(work)
+    writers = _merged_splits(work, plan, ledger, _dataset_dtype(work))
+    final = _task_dir(work, WRITE, task)
+    partial = _fresh_partial(final)
+    chunk_tokens = plan.options.chunk_tokens
+    for name, split, first, end in _chunk_shares(writers, chunk_tokens, plan.tasks)[task]:
+        directory = partial / split / name
+        directory.mkdir(parents=True)
+        stream = TokenStream(writers.segments[name, split], writers.dtype)
+        write_chunk_range(stream, directory, chunk_tokens, first, end)
+        stream.close()
+    _publish(partial, final)
+
+
+# ----------------------------------------------------------------------------------------------------- merge
+def merge_task(work: Path, output_dir: Path) -> dict[str, Any]:
+    """Gather the write tasks' chunks, one index per (source, split), and write the dataset at
+    `output_dir`: its tokenizer and manifest."""
+    plan = load_plan(work)
+    ledger = _load_ledger(work)
+    tokenizer_path = work / DECIDE / TOKENIZER_NAME
+    bpe = load_tokenizer(tokenizer_path)
+    options = plan.options
+    encoder = Encoder.for_tokenizer(tokenizer_path, bpe, options.eos_token, options.bos_token)
+    writers = _merged_splits(work, plan, ledger, encoder.dtype)
+    partial = _fresh_partial(output_dir)
+    shutil.copyfile(tokenizer_path, partial / TOKENIZER_NAME)
+    for name, split in writers.segments:
+        if not writers.stream_tokens((name, split)):
+            continue
+        directory = partial / split / name
+        directory.mkdir(parents=True)
+        ranges = [_task_dir(work, WRITE, task) / split / name for task in range(plan.tasks)]
+        ranges = [written for written in ranges if written.is_dir()]
+        for written in ranges:
+            for chunk in sorted(written.glob("chunk-*.bin")):
+                shutil.move(chunk, directory / chunk.name)
+        write_index(directory, ranges)
+    manifest = write_dataset_manifest(partial, ledger, writers, bpe, encoder.eos_id, encoder.bos_id)
     _publish(partial, output_dir)
     return manifest

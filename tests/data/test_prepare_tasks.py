@@ -24,7 +24,9 @@ from tests.helpers.corpus import prose, write_jsonl_lines, write_jsonl_texts
 from tests.helpers.outputs import assert_same_output
 from tests.helpers.paths import REPO_ROOT
 
-OPTIONS = dict(vocab_size=400, val_fraction=0.05, dedup={"exact": True, "near": True})
+# Chunks of two 4096-token pieces: each source's split is several chunks, which the write tasks share out
+# across the tokenize tasks' files.
+OPTIONS = dict(vocab_size=400, val_fraction=0.05, dedup={"exact": True, "near": True}, chunk_tokens=8192)
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +70,7 @@ def test_three_tasks_two_at_a_time_write_the_bytes_one_process_writes(task_input
     out = tmp_path / "tasks"
     prepare(task_inputs["inputs"], out, val_inputs=task_inputs["val_inputs"], tasks=3, num_proc=2, **OPTIONS)
     assert_same_output(reference, out)  # manifest.json included: counts, file:line of the malformed record
+    assert len(list((out / "train").glob("*/chunk-*.bin"))) > 6, "the write tasks each wrote chunks"
     assert not (tmp_path / "tasks.tasks").exists(), "the work directory goes once the dataset is written"
 
 
@@ -84,7 +87,16 @@ def test_the_command_line_runs_tasks_with_a_given_tokenizer(task_inputs, referen
         "--vocab_size",
         "400",
     ]
-    argv += ["--val_fraction", "0.05", "--tasks", "4", "--work_dir", str(tmp_path / "work")]
+    argv += [
+        "--val_fraction",
+        "0.05",
+        "--chunk_tokens",
+        "8192",
+        "--tasks",
+        "4",
+        "--work_dir",
+        str(tmp_path / "work"),
+    ]
     prepare_main(argv)
     assert_same_output(one, many)
 
@@ -124,7 +136,7 @@ prepare({inputs["inputs"]!r}, {str(out)!r}, val_inputs={inputs["val_inputs"]!r},
     assert returncode == 137, log.read_text()[-3000:]
 
 
-@pytest.mark.parametrize("phase", [tasks.SCREEN, tasks.DEDUP, tasks.TOKENIZE])
+@pytest.mark.parametrize("phase", [tasks.SCREEN, tasks.DEDUP, tasks.TOKENIZE, tasks.WRITE])
 def test_a_task_killed_midway_is_rerun_alone_and_nothing_is_lost_or_doubled(
     phase, task_inputs, reference, tmp_path: Path, monkeypatch
 ):
@@ -136,7 +148,7 @@ def test_a_task_killed_midway_is_rerun_alone_and_nothing_is_lost_or_doubled(
     assert not (work / "logs" / phase / "completions" / "00001").exists()
 
     ran: list[tuple[str, int]] = []
-    for name in ("screen_task", "dedup_task", "tokenize_task"):
+    for name in ("screen_task", "dedup_task", "tokenize_task", "write_task"):
         original = getattr(engine, name)
         monkeypatch.setattr(
             engine,
@@ -147,12 +159,14 @@ def test_a_task_killed_midway_is_rerun_alone_and_nothing_is_lost_or_doubled(
         task_inputs["inputs"], out, val_inputs=task_inputs["val_inputs"], tasks=3, work_dir=work, **OPTIONS
     )
     assert_same_output(reference, out)
-    rest = {
-        tasks.SCREEN: [("dedup_task", t) for t in range(3)] + [("tokenize_task", t) for t in range(3)],
-        tasks.DEDUP: [("tokenize_task", t) for t in range(3)],
-        tasks.TOKENIZE: [],
+    later = {
+        tasks.SCREEN: [tasks.DEDUP, tasks.TOKENIZE, tasks.WRITE],
+        tasks.DEDUP: [tasks.TOKENIZE, tasks.WRITE],
+        tasks.TOKENIZE: [tasks.WRITE],
+        tasks.WRITE: [],
     }
-    assert ran == [(f"{phase}_task", 1), (f"{phase}_task", 2)] + rest[phase]
+    rest = [(f"{other}_task", t) for other in later[phase] for t in range(3)]
+    assert ran == [(f"{phase}_task", 1), (f"{phase}_task", 2), *rest]
 
 
 def test_an_input_gone_between_phases_fails_its_task_naming_the_file_and_the_task(
@@ -188,6 +202,20 @@ def test_a_repeated_id_fails_the_job_naming_its_first_repeat_in_input_order(tmp_
     with pytest.raises(RuntimeError) as many:
         prepare(inputs, tmp_path / "many", id_field="id", tasks=3, **OPTIONS)
     assert str(one.value) in str(many.value), "the task error carries the one-process message"
+
+
+def test_tasks_hold_out_the_lowest_hash_document_as_one_process_does(tmp_path: Path):
+    # No document hashes below val_fraction: the lowest-hash training document moves to validation, cut
+    # out of whichever task's token file holds it, and the chunks around the gap are written as one
+    # process writes them.
+    for part in range(3):
+        write_jsonl_texts(tmp_path / "in" / f"{part}.jsonl", [prose(40 * part + i) for i in range(40)])
+    options = dict(OPTIONS, val_fraction=1e-9, dedup={"exact": True, "near": False}, chunk_tokens=4096)
+    one, many = tmp_path / "one", tmp_path / "many"
+    manifest = prepare([str(tmp_path / "in")], one, **options)
+    assert manifest["splits"]["val"]["documents"] == 1
+    prepare([str(tmp_path / "in")], many, tasks=3, **options)
+    assert_same_output(one, many)
 
 
 def test_units_are_shared_out_in_order_by_size(tmp_path: Path):
@@ -279,6 +307,7 @@ def test_slurm_submits_the_phases_as_dependent_job_arrays_that_write_the_same_by
         "0-2",
         "0-2",
         "0-0",
+        "0-2",
         "0-2",
         "0-0",
     ]
