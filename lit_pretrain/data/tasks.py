@@ -309,9 +309,10 @@ class _TaskKeys:
         self.read += len(documents)
 
     def save(self, directory: Path, slices: int) -> None:
-        """One keys-SSSSS.npz per slice: for each kind, the slice's keys and the document each belongs to
-        (its position among the task's documents that passed, or among all it read for ids)."""
-        cut: list[dict[str, np.ndarray]] = [{} for _ in range(slices)]
+        """keys.npz: for each slice and kind, the slice's keys and the document each belongs to (its
+        position among the task's documents that passed, or among all it read for ids). One file, whose
+        members a dedup task reads alone: K screen tasks write K files, not K x K."""
+        members: dict[str, np.ndarray] = {}
         for name, parts in self.parts.items():
             width = 2 if name != "bands" else (parts[0].shape[1] if parts else 1)
             rows = np.concatenate(parts) if parts else np.zeros((0, width), dtype=np.uint64)
@@ -322,9 +323,11 @@ class _TaskKeys:
             slice_of = key_slice(keys[:, 0], slices)
             for part in range(slices):
                 mine = slice_of == part
-                cut[part][name], cut[part][f"{name}_documents"] = keys[mine], owners[mine]
-        for part in range(slices):
-            np.savez(directory / f"keys-{part:05d}.npz", passed=self.passed, read=self.read, **cut[part])
+                members[f"{name}-{part:05d}"], members[f"{name}_documents-{part:05d}"] = (
+                    keys[mine],
+                    owners[mine],
+                )
+        np.savez(directory / "keys.npz", passed=self.passed, **members)
 
 
 def key_slice(first_words: np.ndarray, slices: int) -> np.ndarray:
@@ -361,15 +364,22 @@ def dedup_task(work: Path, part: int) -> None:
     final = _task_dir(work, DEDUP, part)
     partial = _fresh_partial(final)
     repeated_id = None
+    flags: dict[str, list[np.ndarray]] = {"exact": [], "bands": []}
+    passed_before = 0  # documents that passed in the earlier screen tasks
     for task in range(plan.tasks):
-        with np.load(_task_dir(work, SCREEN, task) / f"keys-{part:05d}.npz") as keys:
+        with np.load(_task_dir(work, SCREEN, task) / "keys.npz") as keys:
             flagged = {}
             for name, table in tables.items():
-                new = table.add_rows(table.rows(keys[name]))
-                flagged[name] = np.unique(keys[f"{name}_documents"][~new])
+                new = table.add_rows(table.rows(keys[f"{name}-{part:05d}"]))
+                flagged[name] = np.unique(keys[f"{name}_documents-{part:05d}"][~new]).astype(np.int64)
+            passed = int(keys["passed"])
         if repeated_id is None and len(flagged["ids"]):
             repeated_id = [task, int(flagged["ids"][0])]
-        np.savez(partial / f"flags-{task:05d}.npz", exact=flagged["exact"], near=flagged["bands"])
+        for name in flags:
+            flags[name].append(flagged[name] + passed_before)
+        passed_before += passed
+    # Positions among all the job's documents that passed, in input order.
+    np.savez(partial / "flags.npz", exact=np.concatenate(flags["exact"]), near=np.concatenate(flags["bands"]))
     (partial / "ids.json").write_text(json.dumps({"first_repeated": repeated_id}))
     _publish(partial, final)
 
@@ -387,6 +397,8 @@ def decide_task(work: Path) -> None:
     partial = _fresh_partial(final)
     malformed: dict[str, int] = {}
     task_sources: list[list[str]] = []
+    exact, near = _flagged_positions(work, plan)
+    passed_before = 0
     for task in range(plan.tasks):
         with open(_task_dir(work, SCREEN, task) / "summary.pkl", "rb") as file:
             summary: _ScreenSummary = pickle.load(file)
@@ -400,7 +412,8 @@ def decide_task(work: Path) -> None:
         ledger.screened_counts(summary.counts, summary.languages)
         for name, document_id, match in summary.contaminated:
             ledger.contaminated(name, document_id, match)
-        keep = _apply_flags(work, plan, task, summary, ledger)
+        keep = _apply_flags(summary, ledger, exact, near, passed_before)
+        passed_before += len(keep)
         np.save(partial / f"keep-{task:05d}.npy", keep)
     ledger.finish_screening()
     bpe = _decide_tokenizer(work, plan, ledger, partial, task_sources)
@@ -424,18 +437,29 @@ def _check_unique_ids(work: Path, plan: TaskPlan) -> None:
     raise repeated_id_error(next(itertools.islice(documents, position, None)))
 
 
-def _apply_flags(
-    work: Path, plan: TaskPlan, task: int, summary: _ScreenSummary, ledger: Ledger
-) -> np.ndarray:
-    """The keep mask of screen task `task`'s documents that passed, from every dedup task's flags; their
-    decisions are counted in the ledger, per source."""
-    sources, lengths, is_code = summary.passed
-    exact = np.zeros(len(sources), dtype=bool)
-    near = np.zeros(len(sources), dtype=bool)
+def _flagged_positions(work: Path, plan: TaskPlan) -> tuple[np.ndarray, np.ndarray]:
+    """The positions, among all documents that passed, of the exact and of the near duplicates: every
+    dedup task's flags OR-ed, sorted."""
+    exact, near = [], []
     for part in range(plan.tasks):
-        with np.load(_task_dir(work, DEDUP, part) / f"flags-{task:05d}.npz") as flags:
-            exact[flags["exact"]] = True
-            near[flags["near"]] = True
+        with np.load(_task_dir(work, DEDUP, part) / "flags.npz") as flags:
+            exact.append(flags["exact"])
+            near.append(flags["near"])
+    return np.unique(np.concatenate(exact)), np.unique(np.concatenate(near))
+
+
+def _apply_flags(
+    summary: _ScreenSummary,
+    ledger: Ledger,
+    exact_positions: np.ndarray,
+    near_positions: np.ndarray,
+    offset: int,
+) -> np.ndarray:
+    """The keep mask of a screen task's documents that passed, the first at position `offset` among all
+    the job's; their decisions are counted in the ledger, per source."""
+    sources, lengths, is_code = summary.passed
+    exact = _mask(exact_positions, offset, len(sources))
+    near = _mask(near_positions, offset, len(sources))
     near &= ~exact
     keep = ~(exact | near)
     count = len(summary.sources)
@@ -454,6 +478,14 @@ def _apply_flags(
     ):
         ledger.add_decisions(name, kept, exact_count, near_count, chars, code > 0)
     return keep
+
+
+def _mask(positions: np.ndarray, offset: int, length: int) -> np.ndarray:
+    """Which of positions offset .. offset + length - 1 are in the sorted `positions`."""
+    mask = np.zeros(length, dtype=bool)
+    low, high = np.searchsorted(positions, [offset, offset + length])
+    mask[positions[low:high] - offset] = True
+    return mask
 
 
 def _merge_report(
