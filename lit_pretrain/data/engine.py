@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import pickle
 import shlex
-import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,6 +36,7 @@ from lit_pretrain.data.tasks import (
     tokenize_task,
     write_task,
 )
+from lit_pretrain.data.workdir import WorkDir
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,13 @@ class PhaseStep:
 
     def __call__(self, data: Any, rank: int = 0, world_size: int = 1) -> None:
         """Run this phase's task `rank` on the work directory."""
-        work = Path(self.work)
+        work = WorkDir(self.work)
+        try:
+            self._run(work, rank)
+        finally:
+            work.cleanup()
+
+    def _run(self, work: WorkDir, rank: int) -> None:
         if self.phase == SCREEN:
             screen_task(work, rank)
         elif self.phase == DEDUP:
@@ -92,7 +98,7 @@ def prepare_in_tasks(
     if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
         raise ValueError(f"tasks must be a whole number, 1 or more, got {tasks!r}")
     output_dir = Path(output_dir)
-    work = Path(work_dir) if work_dir is not None else output_dir.with_name(output_dir.name + ".tasks")
+    work = WorkDir(work_dir if work_dir is not None else output_dir.with_name(output_dir.name + ".tasks"))
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"{output_dir} already exists: pass --overwrite to replace it")
     plan = make_plan(inputs, val_inputs, options, tasks)
@@ -111,17 +117,17 @@ def _ranks(phase: str, plan: TaskPlan) -> int:
     return plan.tasks if phase in _PARALLEL_PHASES else 1
 
 
-def _run_locally(work: Path, output_dir: Path, plan: TaskPlan, workers: int) -> dict[str, Any]:
+def _run_locally(work: WorkDir, output_dir: Path, plan: TaskPlan, workers: int) -> dict[str, Any]:
     """Run the phases one after another on this machine; the work directory goes once all succeeded."""
     from datatrove.executor import LocalPipelineExecutor
 
     for phase in PHASES:
         ranks = _ranks(phase, plan)
         executor = LocalPipelineExecutor(
-            pipeline=[PhaseStep(phase, str(work), str(output_dir))],
+            pipeline=[PhaseStep(phase, work.location, str(output_dir))],
             tasks=ranks,
             workers=min(workers, ranks),
-            logging_dir=str(work / "logs" / phase),
+            logging_dir=work.url(f"logs/{phase}"),
             start_method="spawn",
         )
         log.info("phase %s: %d task(s), %d at a time", phase, ranks, min(workers, ranks))
@@ -141,14 +147,14 @@ def _run_locally(work: Path, output_dir: Path, plan: TaskPlan, workers: int) -> 
                 described = f"the {phase} task"
             raise RuntimeError(
                 f"phase {phase}: {len(incomplete)} task(s) did not complete ({described}): {failure}. Their "
-                f"logs are in {work / 'logs' / phase / 'logs'}; run the same command again to rerun only them."
+                f"logs are in {work.url(f'logs/{phase}/logs')}; run the same command again to rerun only them."
             ) from failure
     manifest = read_manifest(output_dir)
-    shutil.rmtree(work)
+    work.remove()
     return manifest
 
 
-def submit_to_slurm(work: Path, output_dir: Path, plan: TaskPlan, slurm: Mapping[str, Any]) -> None:
+def submit_to_slurm(work: WorkDir, output_dir: Path, plan: TaskPlan, slurm: Mapping[str, Any]) -> None:
     """Submit the phases as job arrays, each after the previous one succeeded (datatrove's `depends`).
 
     Tasks already complete are not submitted again, so the same command after a failure resubmits only
@@ -161,13 +167,19 @@ def submit_to_slurm(work: Path, output_dir: Path, plan: TaskPlan, slurm: Mapping
         raise ValueError("--slurm needs a partition: --slurm '{partition: NAME, time: \"4:00:00\"}'")
     if "env_command" not in settings and "condaenv" not in settings and "venv_path" not in settings:
         settings["env_command"] = f"source {shlex.quote(str(Path(sys.prefix) / 'bin' / 'activate'))}"
+    # sbatch writes its logs to a local (shared) directory, even when the work directory is a bucket.
+    slurm_logs = (
+        output_dir.resolve().with_name(output_dir.name + ".slurm-logs")
+        if work.remote
+        else Path(work.url("logs")) / "slurm"
+    )
     previous = None
     for phase in PHASES:
         previous = SlurmPipelineExecutor(
-            pipeline=[PhaseStep(phase, str(work.resolve()), str(output_dir.resolve()))],
+            pipeline=[PhaseStep(phase, work.url(), str(output_dir.resolve()))],
             tasks=_ranks(phase, plan),
-            logging_dir=str((work / "logs" / phase).resolve()),
-            slurm_logs_folder=str((work / "logs" / phase / "slurm").resolve()),
+            logging_dir=work.url(f"logs/{phase}"),
+            slurm_logs_folder=str(slurm_logs / phase),
             depends=previous,
             **{**settings, "job_name": f"{settings['job_name']}-{phase}"},
         )
@@ -177,13 +189,13 @@ def submit_to_slurm(work: Path, output_dir: Path, plan: TaskPlan, slurm: Mapping
         "the same command resubmits only the tasks that did not complete.",
         "/".join(PHASES),
         output_dir,
-        work / "logs",
+        work.url("logs"),
     )
 
 
-def _start_or_resume(work: Path, plan: TaskPlan) -> None:
+def _start_or_resume(work: WorkDir, plan: TaskPlan) -> None:
     """A new work directory for a new job; the same job's directory is resumed, another job's refused."""
-    if (work / PLAN).exists():
+    if work.exists(PLAN):
         previous = load_plan(work)
         if pickle.dumps(previous) == pickle.dumps(plan):
             log.info("resuming the job in %s: completed tasks are skipped", work)
@@ -191,5 +203,5 @@ def _start_or_resume(work: Path, plan: TaskPlan) -> None:
         raise ValueError(
             f"{work} holds another prepare job (other inputs or options): remove it, or pass --work_dir"
         )
-    shutil.rmtree(work, ignore_errors=True)
+    work.remove()
     save_plan(plan, work)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,21 +46,29 @@ class TokenFileWriter:
         self._file.close()
 
 
-# A stretch [start, end) of a token file's tokens. A (source, split) holds a list of them, in order.
-Segment = tuple[Path, int, int]
+# A stretch [start, end) of a token file's tokens. A (source, split) holds a list of them, in order. The
+# file is a local path, or whatever names it to the stream's `open_tokens`.
+Segment = tuple[Any, int, int]
 
 
 class TokenStream:
-    """The tokens of segments of token files, one after another, read by position."""
+    """The tokens of segments of token files, one after another, read by position; each file is opened
+    (by default, mapped in memory) when first read."""
 
-    def __init__(self, segments: list[Segment], dtype: np.dtype) -> None:
+    def __init__(
+        self,
+        segments: list[Segment],
+        dtype: np.dtype,
+        open_tokens: Callable[[Any], np.ndarray] | None = None,
+    ) -> None:
         self.segments = [segment for segment in segments if segment[2] > segment[1]]
         self.dtype = dtype
+        self.open_tokens = open_tokens or (lambda path: np.memmap(path, dtype=dtype, mode="r"))
         lengths = [end - start for _, start, end in self.segments]
         # Where each segment starts in the stream.
         self.offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
         self.tokens = int(self.offsets[-1])
-        self._maps: dict[Path, np.ndarray] = {}
+        self._maps: dict[Any, np.ndarray] = {}
 
     def read(self, start: int, end: int) -> np.ndarray:
         """Tokens [start, end) of the stream, as one array."""
@@ -69,7 +79,7 @@ class TokenStream:
                 break
             path, segment_start, _ = self.segments[index]
             if path not in self._maps:
-                self._maps[path] = np.memmap(path, dtype=self.dtype, mode="r")
+                self._maps[path] = self.open_tokens(path)
             low = segment_start + max(start - int(self.offsets[index]), 0)
             high = segment_start + min(end, int(self.offsets[index + 1])) - int(self.offsets[index])
             parts.append(self._maps[path][low:high])

@@ -24,7 +24,7 @@ class SplitWriters:
         self.work, self.dtype, self.held_out = work, dtype, held_out
         self.writers: dict[tuple[str, str], TokenFileWriter] = {}
         # A segment whose end is None runs to the end of this object's own file of that (source, split).
-        self.segments: dict[tuple[str, str], list[tuple[Path, int, int | None]]] = {}
+        self.segments: dict[tuple[str, str], list[tuple[Any, int, int | None]]] = {}
         self.documents: dict[tuple[str, str], int] = {}
         self.lowest_train: LowestTrain | None = None
 
@@ -46,10 +46,16 @@ class SplitWriters:
         self.documents[name, split] = self.documents.get((name, split), 0) + 1
 
     def add_file(
-        self, name: str, split: str, token_file: Path, documents: int, lowest: LowestTrain | None
+        self,
+        name: str,
+        split: str,
+        token_file: Any,
+        documents: int,
+        tokens: int,
+        lowest: LowestTrain | None,
     ) -> None:
-        """Add another writer's closed token file of (source, split) holding `documents` documents, after
-        what (source, split) holds (its tokens are read from there, not copied).
+        """Add another writer's closed token file of (source, split) holding `documents` documents and
+        `tokens` tokens, after what (source, split) holds (its tokens are read from there, not copied).
 
         `lowest` is that writer's lowest-hash training document, its offset counted in that file.
         """
@@ -59,7 +65,6 @@ class SplitWriters:
         held = sum(end - start for _, start, end in self.segments.get(key, []))
         if lowest is not None:
             self._offer_lowest((lowest[0], lowest[1], held + lowest[2], lowest[3]))
-        tokens = token_file.stat().st_size // self.dtype.itemsize
         self.segments.setdefault(key, []).append((token_file, 0, tokens))
         self.documents[key] = self.documents.get(key, 0) + documents
 

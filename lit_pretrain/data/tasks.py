@@ -52,6 +52,7 @@ from lit_pretrain.data.shards import TokenStream, chunk_starts, write_chunk_rang
 from lit_pretrain.data.sources import MAX_LOCATIONS, Document, ReadReport, id_hash, repeated_id_error
 from lit_pretrain.data.split_writers import SplitWriters, settle_splits, write_dataset_manifest
 from lit_pretrain.data.tokenizer import load_tokenizer, train_bpe_tokenizer
+from lit_pretrain.data.workdir import WorkDir
 from lit_pretrain.data.workers import Encoder, ScreenedBatch, Screener, batched
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 
 PLAN = "plan.pkl"
 SCREEN, DEDUP, DECIDE, TOKENIZE, WRITE, MERGE = "screen", "dedup", "decide", "tokenize", "write", "merge"
+LEDGER, TOKENIZER = f"{DECIDE}/ledger.pkl", f"{DECIDE}/{TOKENIZER_NAME}"
 # A large JSONL file is cut into pieces of at least this size for the tasks to share.
 MIN_PIECE_BYTES = 1 << 20
 # Units whose size is not known up front (a whole dataset, pydoc's topics) count as this many bytes when
@@ -136,15 +138,18 @@ def _unit_bytes(unit: ReadUnit) -> int:
         return _UNKNOWN_UNIT_BYTES
 
 
-def save_plan(plan: TaskPlan, work: Path) -> None:
+def save_plan(plan: TaskPlan, work: str | Path | WorkDir) -> None:
     """Write the plan where every task reads it."""
-    work.mkdir(parents=True, exist_ok=True)
-    _atomic_pickle(work / PLAN, plan)
+    WorkDir.of(work).write_bytes(PLAN, pickle.dumps(plan, protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def load_plan(work: Path) -> TaskPlan:
+def load_plan(work: str | Path | WorkDir) -> TaskPlan:
     """The plan of the job in `work`."""
-    with open(work / PLAN, "rb") as file:
+    return _load_pickle(WorkDir.of(work), PLAN)
+
+
+def _load_pickle(work: WorkDir, relative: str) -> Any:
+    with work.open(relative) as file:
         return pickle.load(file)
 
 
@@ -155,27 +160,18 @@ def _atomic_pickle(path: Path, value: Any) -> None:
     partial.rename(path)
 
 
-def _task_dir(work: Path, phase: str, task: int) -> Path:
-    return work / phase / f"{task:05d}"
+def _task_dir(phase: str, task: int) -> str:
+    """Where task `task` of `phase` publishes its output, relative to the work directory."""
+    return f"{phase}/{task:05d}"
 
 
-def _fresh_partial(final: Path) -> Path:
-    """An empty `final.partial` directory (whatever a killed attempt left there is removed)."""
-    partial = final.with_name(final.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    return partial
+def _publish(work: WorkDir, staged: Path, relative: str) -> None:
+    """Make a finished task's output visible (workdir.py: one rename, or an upload)."""
+    work.publish(staged, relative)
 
 
-def _publish(partial: Path, final: Path) -> None:
-    """Make a finished task's output visible in one rename (an earlier complete copy is replaced)."""
-    if final.exists():
-        shutil.rmtree(final)
-    partial.rename(final)
-
-
-def _pickled_items(path: Path) -> Iterator[Any]:
-    with open(path, "rb") as file:
+def _pickled_items(work: WorkDir, relative: str) -> Iterator[Any]:
+    with work.open(relative) as file:
         while True:
             try:
                 yield pickle.load(file)
@@ -184,9 +180,10 @@ def _pickled_items(path: Path) -> Iterator[Any]:
 
 
 # ---------------------------------------------------------------------------------------------------- screen
-def screen_task(work: Path, task: int) -> None:
+def screen_task(work: str | Path | WorkDir, task: int) -> None:
     """Screen task `task`: read its units, screen their documents; write their counts, their keys cut into
     slices (one per dedup task) and the texts that passed."""
+    work = WorkDir.of(work)
     plan = load_plan(work)
     options = plan.options
     index = DecontaminationIndex(options.decontamination) if options.decontamination.enabled else None
@@ -203,8 +200,8 @@ def screen_task(work: Path, task: int) -> None:
         else None
     )
     screener = Screener(options.filters, options.dedup, index, encoder)
-    final = _task_dir(work, SCREEN, task)
-    partial = _fresh_partial(final)
+    final = _task_dir(SCREEN, task)
+    partial = work.stage(final)
     report = ReadReport()
     summary = _ScreenSummary()
     keys = _TaskKeys()
@@ -230,7 +227,7 @@ def screen_task(work: Path, task: int) -> None:
     keys.save(partial, plan.tasks)
     summary.report = report.__dict__
     _atomic_pickle(partial / "summary.pkl", summary)
-    _publish(partial, final)
+    _publish(work, partial, final)
 
 
 class _ScreenSummary:
@@ -356,18 +353,20 @@ def _event_batches(plan: TaskPlan, task: int, report: ReadReport) -> Iterator[li
 
 
 # ----------------------------------------------------------------------------------------------------- dedup
-def dedup_task(work: Path, part: int) -> None:
+def dedup_task(work: str | Path | WorkDir, part: int) -> None:
     """Dedup task `part`: go through slice `part` of every screen task's keys in input order and flag
     the documents with a key an earlier document had (dedup.repeated_rows's rule, one slice of it)."""
+    work = WorkDir.of(work)
     plan = load_plan(work)
     tables = {"exact": KeyTable(words=2), "bands": KeyTable(words=1), "ids": KeyTable(words=2)}
-    final = _task_dir(work, DEDUP, part)
-    partial = _fresh_partial(final)
+    final = _task_dir(DEDUP, part)
+    partial = work.stage(final)
     repeated_id = None
     flags: dict[str, list[np.ndarray]] = {"exact": [], "bands": []}
     passed_before = 0  # documents that passed in the earlier screen tasks
     for task in range(plan.tasks):
-        with np.load(_task_dir(work, SCREEN, task) / "keys.npz") as keys:
+        # Streamed: only this slice's members of the file are read.
+        with work.open(f"{_task_dir(SCREEN, task)}/keys.npz") as file, np.load(file) as keys:
             flagged = {}
             for name, table in tables.items():
                 new = table.add_rows(table.rows(keys[f"{name}-{part:05d}"]))
@@ -381,27 +380,26 @@ def dedup_task(work: Path, part: int) -> None:
     # Positions among all the job's documents that passed, in input order.
     np.savez(partial / "flags.npz", exact=np.concatenate(flags["exact"]), near=np.concatenate(flags["bands"]))
     (partial / "ids.json").write_text(json.dumps({"first_repeated": repeated_id}))
-    _publish(partial, final)
+    _publish(work, partial, final)
 
 
 # ---------------------------------------------------------------------------------------------------- decide
-def decide_task(work: Path) -> None:
+def decide_task(work: str | Path | WorkDir) -> None:
     """Sum the screen tasks' counts, apply the dedup tasks' flags: keep masks, the ledger, the tokenizer."""
+    work = WorkDir.of(work)
     plan = load_plan(work)
     options = plan.options
     _check_unique_ids(work, plan)
     index = DecontaminationIndex(options.decontamination) if options.decontamination.enabled else None
     report = ReadReport(unread_files=dict(plan.unread_files))
     ledger = Ledger(plan.inputs, plan.val_inputs, options, index, report)
-    final = work / DECIDE
-    partial = _fresh_partial(final)
+    partial = work.stage(DECIDE)
     malformed: dict[str, int] = {}
     task_sources: list[list[str]] = []
     exact, near = _flagged_positions(work, plan)
     passed_before = 0
     for task in range(plan.tasks):
-        with open(_task_dir(work, SCREEN, task) / "summary.pkl", "rb") as file:
-            summary: _ScreenSummary = pickle.load(file)
+        summary: _ScreenSummary = _load_pickle(work, f"{_task_dir(SCREEN, task)}/summary.pkl")
         _merge_report(report, summary.report, task_sources, summary.sources)
         for unit_index, documents, malformed_records in summary.units:
             unit = plan.units[unit_index]
@@ -419,14 +417,14 @@ def decide_task(work: Path) -> None:
     bpe = _decide_tokenizer(work, plan, ledger, partial, task_sources)
     bpe.save(str(partial / TOKENIZER_NAME))
     _atomic_pickle(partial / "ledger.pkl", ledger)
-    _publish(partial, final)
+    _publish(work, partial, DECIDE)
 
 
-def _check_unique_ids(work: Path, plan: TaskPlan) -> None:
+def _check_unique_ids(work: WorkDir, plan: TaskPlan) -> None:
     """The first document, in input order, whose id an earlier one had is an error naming it."""
     repeats = []
     for part in range(plan.tasks):
-        first = json.loads((_task_dir(work, DEDUP, part) / "ids.json").read_text())["first_repeated"]
+        first = json.loads(work.read_text(f"{_task_dir(DEDUP, part)}/ids.json"))["first_repeated"]
         if first is not None:
             repeats.append(tuple(first))
     if not repeats:
@@ -437,12 +435,12 @@ def _check_unique_ids(work: Path, plan: TaskPlan) -> None:
     raise repeated_id_error(next(itertools.islice(documents, position, None)))
 
 
-def _flagged_positions(work: Path, plan: TaskPlan) -> tuple[np.ndarray, np.ndarray]:
+def _flagged_positions(work: WorkDir, plan: TaskPlan) -> tuple[np.ndarray, np.ndarray]:
     """The positions, among all documents that passed, of the exact and of the near duplicates: every
     dedup task's flags OR-ed, sorted."""
     exact, near = [], []
     for part in range(plan.tasks):
-        with np.load(_task_dir(work, DEDUP, part) / "flags.npz") as flags:
+        with work.open(f"{_task_dir(DEDUP, part)}/flags.npz") as file, np.load(file) as flags:
             exact.append(flags["exact"])
             near.append(flags["near"])
     return np.unique(np.concatenate(exact)), np.unique(np.concatenate(near))
@@ -504,7 +502,7 @@ def _merge_report(
 
 
 def _decide_tokenizer(
-    work: Path, plan: TaskPlan, ledger: Ledger, partial: Path, task_sources: list[list[str]]
+    work: WorkDir, plan: TaskPlan, ledger: Ledger, partial: Path, task_sources: list[list[str]]
 ) -> Any:
     """The given tokenizer, or a BPE trained on the kept training texts, source by source in input order."""
     options = plan.options
@@ -518,7 +516,7 @@ def _decide_tokenizer(
                 if name not in task_sources[task]:
                     continue
                 keep = iter(np.load(partial / f"keep-{task:05d}.npy"))
-                for passed in _pickled_items(_task_dir(work, SCREEN, task) / "texts.pkl"):
+                for passed in _pickled_items(work, f"{_task_dir(SCREEN, task)}/texts.pkl"):
                     for source, document_id, text in passed:
                         if next(keep) and source == name and not ledger.held_out(document_id, source):
                             yield text
@@ -527,21 +525,23 @@ def _decide_tokenizer(
 
 
 # -------------------------------------------------------------------------------------------------- tokenize
-def tokenize_task(work: Path, task: int) -> None:
+def tokenize_task(work: str | Path | WorkDir, task: int) -> None:
     """Encode screen task `task`'s kept texts (or file the ids it encoded) into one token file per
     (source, split)."""
+    work = WorkDir.of(work)
     plan = load_plan(work)
     options = plan.options
-    ledger = _load_ledger(work)
-    tokenizer_path = work / DECIDE / TOKENIZER_NAME
+    ledger = _load_pickle(work, LEDGER)
+    tokenizer_path = work.fetch(TOKENIZER)
     encoder = Encoder.for_tokenizer(
         tokenizer_path, load_tokenizer(tokenizer_path), options.eos_token, options.bos_token
     )
-    final = _task_dir(work, TOKENIZE, task)
-    partial = _fresh_partial(final)
+    final = _task_dir(TOKENIZE, task)
+    partial = work.stage(final)
     writers = SplitWriters(partial, encoder.dtype, ledger.held_out)
-    keep = iter(np.load(work / DECIDE / f"keep-{task:05d}.npy"))
-    for passed in _pickled_items(_task_dir(work, SCREEN, task) / "texts.pkl"):
+    with work.open(f"{DECIDE}/keep-{task:05d}.npy") as file:
+        keep = iter(np.load(file))
+    for passed in _pickled_items(work, f"{_task_dir(SCREEN, task)}/texts.pkl"):
         kept = [record for record in passed if next(keep)]
         contents = [content for _, _, content in kept]
         # The screen task encoded them already when the tokenizer was given.
@@ -554,33 +554,31 @@ def tokenize_task(work: Path, task: int) -> None:
             "split": split,
             "file": writers.writers[name, split].path.name,
             "documents": documents,
+            "tokens": tokens,
         }
-        for (name, split), (documents, _) in writers.close().items()
+        for (name, split), (documents, tokens) in writers.close().items()
     ]
     (partial / "files.json").write_text(json.dumps({"files": files, "lowest_train": writers.lowest_train}))
-    _publish(partial, final)
-
-
-def _load_ledger(work: Path) -> Ledger:
-    with open(work / DECIDE / "ledger.pkl", "rb") as file:
-        return pickle.load(file)
+    _publish(work, partial, final)
 
 
 # ----------------------------------------------------------------------------------------------------- write
-def _merged_splits(work: Path, plan: TaskPlan, ledger: Ledger, dtype: np.dtype) -> SplitWriters:
-    """Every tokenize task's token files, in task order, as the (source, split) streams of the dataset,
-    validation held out as one process holds it out; the splits are counted in `ledger`."""
-    writers = SplitWriters(work / WRITE, dtype, ledger.held_out)
+def _merged_splits(work: WorkDir, plan: TaskPlan, ledger: Ledger, dtype: np.dtype) -> SplitWriters:
+    """Every tokenize task's token files, in task order, as the (source, split) streams of the dataset
+    (segments name files by their path in the work directory), validation held out as one process holds
+    it out; the splits are counted in `ledger`."""
+    writers = SplitWriters(work.scratch(), dtype, ledger.held_out)
     for task in range(plan.tasks):
-        directory = _task_dir(work, TOKENIZE, task)
-        listing = json.loads((directory / "files.json").read_text())
+        directory = _task_dir(TOKENIZE, task)
+        listing = json.loads(work.read_text(f"{directory}/files.json"))
         lowest = listing["lowest_train"]
         for entry in listing["files"]:
             name, split = entry["source"], entry["split"]
             candidate = (
                 tuple(lowest) if lowest is not None and split == "train" and lowest[1] == name else None
             )
-            writers.add_file(name, split, directory / entry["file"], entry["documents"], candidate)
+            file = f"{directory}/{entry['file']}"
+            writers.add_file(name, split, file, entry["documents"], entry["tokens"], candidate)
     settle_splits(ledger, writers)
     return writers
 
@@ -608,51 +606,65 @@ def _chunk_shares(
     return shares
 
 
-def _dataset_dtype(work: Path) -> np.dtype:
-    return token_dtype(load_tokenizer(work / DECIDE / TOKENIZER_NAME).get_vocab_size())
-
-
-def write_task(work: Path, task: int) -> None:
+def write_task(work: str | Path | WorkDir, task: int) -> None:
     """Write task `task`: its share of the dataset's litdata chunks, read from the tokenize tasks' files."""
+    work = WorkDir.of(work)
     plan = load_plan(work)
-    ledger = _load_ledger(work)
-    writers = _merged_splits(work, plan, ledger, _dataset_dtype(work))
-    final = _task_dir(work, WRITE, task)
-    partial = _fresh_partial(final)
+    ledger = _load_pickle(work, LEDGER)
+    dtype = token_dtype(load_tokenizer(work.fetch(TOKENIZER)).get_vocab_size())
+    writers = _merged_splits(work, plan, ledger, dtype)
+    final = _task_dir(WRITE, task)
+    partial = work.stage(final)
     chunk_tokens = plan.options.chunk_tokens
     for name, split, first, end in _chunk_shares(writers, chunk_tokens, plan.tasks)[task]:
         directory = partial / split / name
         directory.mkdir(parents=True)
-        stream = TokenStream(writers.segments[name, split], writers.dtype)
+        # Only the token files this run of chunks spans are opened (fetched, from object storage).
+        stream = TokenStream(
+            writers.segments[name, split],
+            dtype,
+            lambda file: np.memmap(work.fetch(file), dtype=dtype, mode="r"),
+        )
         write_chunk_range(stream, directory, chunk_tokens, first, end)
         stream.close()
-    _publish(partial, final)
+    _publish(work, partial, final)
 
 
 # ----------------------------------------------------------------------------------------------------- merge
-def merge_task(work: Path, output_dir: Path) -> dict[str, Any]:
+def merge_task(work: str | Path | WorkDir, output_dir: Path) -> dict[str, Any]:
     """Gather the write tasks' chunks, one index per (source, split), and write the dataset at
-    `output_dir`: its tokenizer and manifest."""
+    `output_dir` (a local directory): its tokenizer and manifest."""
+    work = WorkDir.of(work)
     plan = load_plan(work)
-    ledger = _load_ledger(work)
-    tokenizer_path = work / DECIDE / TOKENIZER_NAME
+    ledger = _load_pickle(work, LEDGER)
+    tokenizer_path = work.fetch(TOKENIZER)
     bpe = load_tokenizer(tokenizer_path)
     options = plan.options
     encoder = Encoder.for_tokenizer(tokenizer_path, bpe, options.eos_token, options.bos_token)
     writers = _merged_splits(work, plan, ledger, encoder.dtype)
-    partial = _fresh_partial(output_dir)
+    output = WorkDir(output_dir.parent)
+    partial = output.stage(output_dir.name)
     shutil.copyfile(tokenizer_path, partial / TOKENIZER_NAME)
     for name, split in writers.segments:
         if not writers.stream_tokens((name, split)):
             continue
         directory = partial / split / name
         directory.mkdir(parents=True)
-        ranges = [_task_dir(work, WRITE, task) / split / name for task in range(plan.tasks)]
-        ranges = [written for written in ranges if written.is_dir()]
-        for written in ranges:
-            for chunk in sorted(written.glob("chunk-*.bin")):
-                shutil.move(chunk, directory / chunk.name)
+        ranges = []
+        for task in range(plan.tasks):
+            written = f"{_task_dir(WRITE, task)}/{split}/{name}"
+            files = work.listdir(written)
+            if not files:
+                continue
+            # The chunks go into the dataset; the run's index and digests aside, for write_index.
+            work.take_files(
+                written, [f for f in files if f.startswith("chunk-") and f.endswith(".bin")], directory
+            )
+            ranges.append(work.scratch() / "indexes" / f"{task:05d}" / split / name)
+            ranges[-1].mkdir(parents=True)
+            work.take_files(written, [f for f in files if not f.endswith(".bin")], ranges[-1])
         write_index(directory, ranges)
     manifest = write_dataset_manifest(partial, ledger, writers, bpe, encoder.eos_id, encoder.bos_id)
-    _publish(partial, output_dir)
+    _publish(output, partial, output_dir.name)
+    work.cleanup()
     return manifest

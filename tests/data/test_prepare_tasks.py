@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fsspec
 import pytest
 
 from lit_pretrain.cli.prepare import main as prepare_main
@@ -101,7 +102,7 @@ def test_the_command_line_runs_tasks_with_a_given_tokenizer(task_inputs, referen
     assert_same_output(one, many)
 
 
-def _kill_during(phase: str, task: int, inputs: dict[str, list[str]], out: Path, work: Path) -> None:
+def _kill_during(phase: str, task: int, inputs: dict[str, list[str]], out: Path, work: Path | str) -> None:
     """Run the job in a child process that dies (as if SIGKILLed) just before task `task` of `phase` would
     have published its output."""
     code = f"""
@@ -111,10 +112,10 @@ from lit_pretrain.data import tasks
 from lit_pretrain.data.prepare import prepare
 
 publish = tasks._publish
-def dying_publish(partial, final):
-    if final == Path({str(work / phase / f"{task:05d}")!r}):
+def dying_publish(work, staged, relative):
+    if relative == {f"{phase}/{task:05d}"!r}:
         os._exit(137)
-    publish(partial, final)
+    publish(work, staged, relative)
 tasks._publish = dying_publish
 prepare({inputs["inputs"]!r}, {str(out)!r}, val_inputs={inputs["val_inputs"]!r}, tasks=3, num_proc=1,
         work_dir={str(work)!r}, **{OPTIONS!r})
@@ -167,6 +168,47 @@ def test_a_task_killed_midway_is_rerun_alone_and_nothing_is_lost_or_doubled(
     }
     rest = [(f"{other}_task", t) for other in later[phase] for t in range(3)]
     assert ran == [(f"{phase}_task", 1), (f"{phase}_task", 2), *rest]
+
+
+@pytest.mark.parametrize("scheme", ["file", "memory"])
+def test_a_work_directory_on_object_storage_gives_the_bytes_one_process_writes(
+    scheme, task_inputs, reference, tmp_path: Path
+):
+    # Through fsspec, as on a bucket: no rename, tasks upload what they staged and fetch what they read.
+    # memory:// lives in one process, so its tasks run one at a time in this one.
+    work = f"file://{tmp_path / 'work'}" if scheme == "file" else "memory://lit-pretrain-tests/work"
+    out = tmp_path / "data"
+    num_proc = 2 if scheme == "file" else 1
+    prepare(
+        task_inputs["inputs"],
+        out,
+        val_inputs=task_inputs["val_inputs"],
+        tasks=3,
+        num_proc=num_proc,
+        work_dir=work,
+        **OPTIONS,
+    )
+    assert_same_output(reference, out)
+    fs, path = fsspec.core.url_to_fs(work)
+    assert not fs.exists(path), "the work directory goes once the dataset is written"
+
+
+def test_a_task_killed_with_its_work_directory_on_object_storage_is_rerun_alone(
+    task_inputs, reference, tmp_path: Path
+):
+    out, work = tmp_path / "data", tmp_path / "work"
+    _kill_during(tasks.WRITE, 1, task_inputs, out, f"file://{work}")
+    assert (work / "write" / "00000").is_dir() and not (work / "write" / "00001").exists()
+    assert not list(work.rglob("*.partial")), "nothing is staged in the work directory itself"
+    prepare(
+        task_inputs["inputs"],
+        out,
+        val_inputs=task_inputs["val_inputs"],
+        tasks=3,
+        work_dir=f"file://{work}",
+        **OPTIONS,
+    )
+    assert_same_output(reference, out)
 
 
 def test_an_input_gone_between_phases_fails_its_task_naming_the_file_and_the_task(

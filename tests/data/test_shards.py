@@ -83,10 +83,10 @@ def test_a_stream_reads_across_segment_boundaries(token_files):
 def test_holding_out_a_document_cuts_it_out_of_the_files_it_spans(token_files, tmp_path: Path):
     _, segments = token_files
     writers = SplitWriters(tmp_path, DTYPE, lambda document_id, source: False)
-    for index, (path, _, _) in enumerate(segments):
+    for index, (path, _, tokens) in enumerate(segments):
         # The lowest-hash document starts 10 tokens before the end of the first file and ends in the second.
         lowest = (0.001, "web", 30_001 - 10, 25) if index == 0 else None
-        writers.add_file("web", "train", path, documents=10, lowest=lowest)
+        writers.add_file("web", "train", path, documents=10, tokens=tokens, lowest=lowest)
     writers.close()
     writers.hold_out_lowest_train_document()
     train = TokenStream(writers.segments["web", "train"], DTYPE).read(0, 100_000 - 25)
