@@ -27,7 +27,7 @@ help:
 	@echo "make mutate     mutation testing (mutmut) of the model, schedules, clipping, dedup, filters (slow)"
 	@echo "make data       prepare the built-in python-stdlib corpus into $(DATA_DIR)"
 	@echo "make lint       ruff check and format check, import layers (import-linter)"
-	@echo "make bench-prepare  prepare throughput vs the bare tokenizer, DataLoader tokens/s"
+	@echo "make bench-prepare  prepare throughput vs the bare tokenizer, DataLoader tokens/s, --tasks phases"
 	@echo "make bench-overhead lit-pretrain fit step time vs a bare PyTorch loop"
 
 install: $(STAMP)
@@ -102,6 +102,7 @@ mutate: install
 # Prepare throughput against the bare tokenizer, and DataLoader tokens/s (see docs/benchmarks.md).
 bench-prepare: install
 	$(PY) benchmarks/prepare_throughput.py --output prepare_throughput.json
+	$(PY) benchmarks/task_serial_phases.py --output task_serial_phases.json
 
 # Step time of `lit-pretrain fit` against a bare PyTorch loop on the same model and data.
 bench-overhead: install

@@ -65,6 +65,19 @@ def test_prepare_throughput_benchmark_writes_its_json(tmp_path: Path):
 
 
 @pytest.mark.slow
+def test_task_serial_phases_benchmark_writes_its_json(tmp_path: Path):
+    result, printed = run_benchmark("task_serial_phases.py", tmp_path, "--documents", "300", "--tasks", "2")
+    sizes = list(result["sizes"].values())
+    assert [size["documents"] for size in sizes] == [300, 1200]
+    assert all(0 < size["kept"] < size["documents"] for size in sizes), "duplicates were flagged"
+    assert set(sizes[0]["seconds"]) == {"screen", "dedup", "decide", "tokenize", "write", "merge"}
+    assert result["decide_us_per_document"] == pytest.approx(
+        1e6 * (sizes[1]["seconds"]["decide"][0] - sizes[0]["seconds"]["decide"][0]) / 900
+    )
+    assert "decide, per extra document" in printed
+
+
+@pytest.mark.slow
 def test_training_overhead_benchmark_writes_its_json(tmp_path: Path):
     result, printed = run_benchmark(
         "training_overhead.py",
