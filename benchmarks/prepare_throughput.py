@@ -197,35 +197,11 @@ def loader_tokens_per_second(
 
 def child_phase_seconds(inputs: list[str], tokenizer: Path, work: Path, tasks: int) -> None:
     """(In the child) every task of every `--tasks` phase, one after another in this process and one
-    thread: seconds per task, the documents, chunks and text bytes; print them as JSON."""
-    from lit_pretrain.data import tasks as phases
-    from lit_pretrain.data.prepare import PrepareOptions
+    thread: seconds per task, the documents and chunks; print them as JSON."""
+    from task_serial_phases import phase_seconds
 
-    options = PrepareOptions(tokenizer=str(tokenizer), id_field="id", chunk_tokens=2**16)
-    shutil.rmtree(work, ignore_errors=True)
-    phases.save_plan(phases.make_plan(inputs, [], options, tasks), work)
-    output = work.with_name(work.name + "-out")
-    shutil.rmtree(output, ignore_errors=True)
-    runs = {
-        phases.SCREEN: lambda t: phases.screen_task(work, t),
-        phases.DEDUP: lambda t: phases.dedup_task(work, t),
-        phases.DECIDE: lambda t: phases.decide_task(work),
-        phases.TOKENIZE: lambda t: phases.tokenize_task(work, t),
-        phases.WRITE: lambda t: phases.write_task(work, t),
-        phases.MERGE: lambda t: phases.merge_task(work, output),
-    }
-    seconds: dict[str, list[float]] = {}
-    for phase, run in runs.items():
-        for task in range(
-            tasks if phase in (phases.SCREEN, phases.DEDUP, phases.TOKENIZE, phases.WRITE) else 1
-        ):
-            start = time.perf_counter()
-            run(task)
-            seconds.setdefault(phase, []).append(time.perf_counter() - start)
-    manifest = json.loads((output / "manifest.json").read_text())
-    chunks = len(list(output.glob("*/*/chunk-*.bin")))
-    documents = manifest["documents_in"] - manifest["empty_documents"]
-    print(json.dumps({"seconds": seconds, "documents": documents, "chunks": chunks}))
+    measured = phase_seconds(inputs, tokenizer, work, tasks, id_field="id", chunk_tokens=2**16)
+    print(json.dumps(measured))
 
 
 def process_scaling(inputs: list[str], work: Path, tokenizer: Path, repeats: int) -> dict:

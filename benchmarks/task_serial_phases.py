@@ -59,10 +59,10 @@ def write_corpus(directory: Path, documents: int, files: int) -> None:
                 file.write(json.dumps({"text": text}) + "\n")
 
 
-def phase_seconds(inputs: list[str], tokenizer: Path, work: Path, tasks: int) -> dict:
-    """Every task of every phase, one after another; seconds per phase (a list per task) and counts."""
-    # Chunks of 2**12 tokens: many chunks, so the merge's cost per chunk shows.
-    options = PrepareOptions(tokenizer=str(tokenizer), chunk_tokens=2**12)
+def phase_seconds(inputs: list[str], tokenizer: Path, work: Path, tasks: int, **options: object) -> dict:
+    """Every task of every phase of a `--tasks` job, one after another in this process; seconds per phase
+    (a list per task), the documents read and kept, and the chunks. `options`: PrepareOptions fields."""
+    options = PrepareOptions(tokenizer=str(tokenizer), **options)
     shutil.rmtree(work, ignore_errors=True)
     phases.save_plan(phases.make_plan(inputs, [], options, tasks), work)
     output = work.with_name(work.name + "-out")
