@@ -378,11 +378,23 @@ def repeated_rows(table: KeyTable, keys: np.ndarray) -> np.ndarray:
     """Which documents (rows of `keys`, in input order) have a key that an earlier document had, in the
     table or in an earlier row; every key is then added to the table.
 
-    A row holds a document's keys, each of `table.words` x 64 bits. The rule looks at keys alone, never at earlier
-    verdicts, so the key space can be cut into slices decided apart and the slices' answers OR-ed
-    (tasks.py): the answer is the same.
+    A row holds a document's keys, each of `table.words` x 64 bits.
     """
-    if not len(keys):
-        return np.zeros(0, dtype=bool)
+    flagged = np.zeros(len(keys), dtype=bool)
+    if len(keys):
+        per_row = keys.shape[1] // table.words
+        owners = np.repeat(np.arange(len(keys)), per_row)
+        flagged[repeated_owners(table, keys.reshape(-1, table.words), owners)] = True
+    return flagged
+
+
+def repeated_owners(table: KeyTable, keys: np.ndarray, owners: np.ndarray) -> np.ndarray:
+    """The documents (sorted, each once) owning a key that an earlier key had, in the table or earlier in
+    `keys`; every key is then added to the table. `keys` (n, table.words) are in input order, `owners[i]`
+    is the document of key i.
+
+    The rule looks at keys alone, never at earlier verdicts, so the key space can be cut into slices
+    decided apart (tasks.py) and the slices' answers OR-ed: the answer is the same.
+    """
     new = table.add_rows(table.rows(keys))
-    return ~new.reshape(len(keys), -1).all(axis=1)
+    return np.unique(owners[~new])

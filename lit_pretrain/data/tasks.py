@@ -1,5 +1,5 @@
 """Prepare as phases of tasks over a shared work directory: screen (K), dedup (K), decide (1), tokenize (K),
-merge (1).
+write (K), merge (1).
 
 - screen: task k reads its contiguous share of the read units (read_plan.py), cleans, filters, checks
   against the evaluation data and computes dedup keys; it writes its counts, its keys (document id hashes,
@@ -21,8 +21,9 @@ merge (1).
   and the manifest, exactly as prepare.py does, so the result is the same byte for byte. It copies no
   token: its work grows with the number of chunks, not of documents.
 
-Each task writes into `NAME.partial` and renames it when done: a task killed midway leaves nothing that a
-later phase could read, and its rerun starts it afresh. Which tasks are done is the engine's business
+Each task stages its output and publishes it when done (workdir.py: a rename, or an upload): a task killed
+midway leaves nothing that a later phase could read, and its rerun starts it afresh. The merge links (or
+copies) the write tasks' chunks, so it too can run again. Which tasks are done is the engine's business
 (engine.py); a phase function only needs the work directory and its task number.
 """
 
@@ -37,12 +38,12 @@ import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from lit_pretrain.data.decontaminate import DecontaminationIndex
-from lit_pretrain.data.dedup import DedupKeys
+from lit_pretrain.data.dedup import DedupKeys, repeated_owners
 from lit_pretrain.data.encode import token_dtype
 from lit_pretrain.data.keyset import KeyTable
 from lit_pretrain.data.ledger import Ledger
@@ -85,7 +86,7 @@ class TaskPlan:
 
     @property
     def tasks(self) -> int:
-        """Tasks of the screen and tokenize phases."""
+        """Tasks of each parallel phase (screen, dedup, tokenize, write)."""
         return len(self.shares) - 1
 
     def task_units(self, task: int) -> list[tuple[int, ReadUnit]]:
@@ -224,7 +225,7 @@ def screen_task(work: str | Path | WorkDir, task: int) -> None:
                 pickle.dump(passed, texts, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as err:
         raise RuntimeError(f"screen task {task} ({plan.describe(task)}) failed: {err}") from err
-    keys.save(partial, plan.tasks)
+    keys.save(partial / "keys.bin", plan.tasks)
     summary.report = report.__dict__
     _atomic_pickle(partial / "summary.pkl", summary)
     _publish(work, partial, final)
@@ -288,11 +289,15 @@ class _ScreenSummary:
         return self._passed_sources, self._passed_lengths, self._passed_code
 
 
+# A screen task's keys.bin: the kinds of keys, each key's width in 64-bit words.
+_KEY_KINDS = {"ids": 2, "exact": 2, "bands": 1}
+
+
 class _TaskKeys:
-    """A screen task's keys, gathered in document order and saved cut into slices of the key space."""
+    """A screen task's keys, gathered in document order and saved sorted by slice of the key space."""
 
     def __init__(self) -> None:
-        self.parts: dict[str, list[np.ndarray]] = {"exact": [], "bands": [], "ids": []}
+        self.parts: dict[str, list[np.ndarray]] = {kind: [] for kind in _KEY_KINDS}
         self.passed = self.read = 0
 
     def add(self, documents: list[Document], keys: DedupKeys) -> None:
@@ -305,26 +310,48 @@ class _TaskKeys:
         self.passed += keys.documents
         self.read += len(documents)
 
-    def save(self, directory: Path, slices: int) -> None:
-        """keys.npz: for each slice and kind, the slice's keys and the document each belongs to (its
-        position among the task's documents that passed, or among all it read for ids). One file, whose
-        members a dedup task reads alone: K screen tasks write K files, not K x K."""
-        members: dict[str, np.ndarray] = {}
-        for name, parts in self.parts.items():
-            width = 2 if name != "bands" else (parts[0].shape[1] if parts else 1)
+    def save(self, path: Path, slices: int) -> None:
+        """keys.bin: a header of int64, then per kind its keys and their documents (the document's position
+        among the task's documents that passed, or among all it read for ids, as uint32), both sorted by
+        slice, in input order within a slice. Header row k holds where each slice of kind k starts (in
+        keys) and, last, how many keys the kind has; the last row holds the documents that passed. A dedup
+        task reads its slice of each kind in a few ranged reads (`read_key_slice`)."""
+        if self.read >= 2**32:
+            raise ValueError(f"a screen task read {self.read:,} documents, more than 2**32: use more --tasks")
+        header = np.zeros((len(_KEY_KINDS) + 1, slices + 1), dtype=np.int64)
+        header[-1, 0] = self.passed
+        sections = []
+        for row, (kind, width) in enumerate(_KEY_KINDS.items()):
+            parts = self.parts[kind]
             rows = np.concatenate(parts) if parts else np.zeros((0, width), dtype=np.uint64)
-            # Exact digests and id hashes are one key of two words; each band key is one key of one word.
-            keys = rows.reshape(-1, 1) if name == "bands" else rows
-            # Positions within one task: 32 bits are plenty, and the keys' files a third smaller.
-            owners = np.repeat(np.arange(len(rows), dtype=np.uint32), width if name == "bands" else 1)
+            keys = rows.reshape(-1, width)
+            owners = np.repeat(np.arange(len(rows), dtype=np.uint32), len(keys) // max(len(rows), 1))
             slice_of = key_slice(keys[:, 0], slices)
-            for part in range(slices):
-                mine = slice_of == part
-                members[f"{name}-{part:05d}"], members[f"{name}_documents-{part:05d}"] = (
-                    keys[mine],
-                    owners[mine],
-                )
-        np.savez(directory / "keys.npz", passed=self.passed, **members)
+            order = np.argsort(slice_of, kind="stable")
+            header[row, 1:] = np.cumsum(np.bincount(slice_of, minlength=slices))
+            sections += [np.ascontiguousarray(keys[order]), owners[order]]
+        with open(path, "wb") as file:
+            for array in (header, *sections):
+                file.write(array.tobytes())
+
+
+def read_key_slice(
+    file: IO[bytes], slices: int, part: int
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]:
+    """Slice `part` of an open keys.bin (`_TaskKeys.save`): (keys, documents) per kind, and the number of
+    the task's documents that passed."""
+    header_bytes = (len(_KEY_KINDS) + 1) * (slices + 1) * 8
+    header = np.frombuffer(file.read(header_bytes), dtype=np.int64).reshape(len(_KEY_KINDS) + 1, slices + 1)
+    section, taken = header_bytes, {}
+    for row, (kind, width) in enumerate(_KEY_KINDS.items()):
+        first, end, total = (int(v) for v in (header[row, part], header[row, part + 1], header[row, -1]))
+        file.seek(section + first * width * 8)
+        keys = np.frombuffer(file.read((end - first) * width * 8), dtype=np.uint64).reshape(-1, width)
+        file.seek(section + total * width * 8 + first * 4)
+        owners = np.frombuffer(file.read((end - first) * 4), dtype=np.uint32)
+        taken[kind] = (keys, owners)
+        section += total * (width * 8 + 4)
+    return taken, int(header[-1, 0])
 
 
 def key_slice(first_words: np.ndarray, slices: int) -> np.ndarray:
@@ -355,30 +382,31 @@ def _event_batches(plan: TaskPlan, task: int, report: ReadReport) -> Iterator[li
 # ----------------------------------------------------------------------------------------------------- dedup
 def dedup_task(work: str | Path | WorkDir, part: int) -> None:
     """Dedup task `part`: go through slice `part` of every screen task's keys in input order and flag
-    the documents with a key an earlier document had (dedup.repeated_rows's rule, one slice of it)."""
+    the documents with a key an earlier document had (dedup.repeated_owners's rule, one slice of it)."""
     work = WorkDir.of(work)
     plan = load_plan(work)
-    tables = {"exact": KeyTable(words=2), "bands": KeyTable(words=1), "ids": KeyTable(words=2)}
+    tables = {kind: KeyTable(words=width) for kind, width in _KEY_KINDS.items()}
     final = _task_dir(DEDUP, part)
     partial = work.stage(final)
     repeated_id = None
     flags: dict[str, list[np.ndarray]] = {"exact": [], "bands": []}
     passed_before = 0  # documents that passed in the earlier screen tasks
     for task in range(plan.tasks):
-        # Streamed: only this slice's members of the file are read.
-        with work.open(f"{_task_dir(SCREEN, task)}/keys.npz") as file, np.load(file) as keys:
-            flagged = {}
-            for name, table in tables.items():
-                new = table.add_rows(table.rows(keys[f"{name}-{part:05d}"]))
-                flagged[name] = np.unique(keys[f"{name}_documents-{part:05d}"][~new]).astype(np.int64)
-            passed = int(keys["passed"])
+        with work.open(f"{_task_dir(SCREEN, task)}/keys.bin") as file:
+            keys, passed = read_key_slice(file, plan.tasks, part)
+        flagged = {kind: repeated_owners(tables[kind], *keys[kind]).astype(np.int64) for kind in _KEY_KINDS}
         if repeated_id is None and len(flagged["ids"]):
             repeated_id = [task, int(flagged["ids"][0])]
         for name in flags:
             flags[name].append(flagged[name] + passed_before)
         passed_before += passed
     # Positions among all the job's documents that passed, in input order.
-    np.savez(partial / "flags.npz", exact=np.concatenate(flags["exact"]), near=np.concatenate(flags["bands"]))
+    np.savez(
+        partial / "flags.npz",
+        exact=np.concatenate(flags["exact"]),
+        near=np.concatenate(flags["bands"]),
+        passed=passed_before,
+    )
     (partial / "ids.json").write_text(json.dumps({"first_repeated": repeated_id}))
     _publish(work, partial, final)
 
@@ -432,32 +460,37 @@ def _check_unique_ids(work: WorkDir, plan: TaskPlan) -> None:
     task, position = min(repeats)
     # Rare and fatal: the document is found by reading its task's inputs again.
     documents = (e[2] for events in _event_batches(plan, task, ReadReport()) for e in events if e[0] == "doc")
-    raise repeated_id_error(next(itertools.islice(documents, position, None)))
+    repeat = next(itertools.islice(documents, position, None), None)
+    if repeat is None:
+        raise ValueError(
+            f"document {position} of screen task {task} ({plan.describe(task)}) repeats an earlier id, and "
+            "its inputs changed since they were screened: check them and run the job afresh"
+        )
+    raise repeated_id_error(repeat)
 
 
 def _flagged_positions(work: WorkDir, plan: TaskPlan) -> tuple[np.ndarray, np.ndarray]:
-    """The positions, among all documents that passed, of the exact and of the near duplicates: every
-    dedup task's flags OR-ed, sorted."""
-    exact, near = [], []
+    """Masks over all the job's documents that passed, in input order, of the exact and of the near
+    duplicates: every dedup task's flags OR-ed (a byte a document each, whatever the flags' overlap)."""
+    exact = near = None
     for part in range(plan.tasks):
         with work.open(f"{_task_dir(DEDUP, part)}/flags.npz") as file, np.load(file) as flags:
-            exact.append(flags["exact"])
-            near.append(flags["near"])
-    return np.unique(np.concatenate(exact)), np.unique(np.concatenate(near))
+            if exact is None:
+                exact = np.zeros(int(flags["passed"]), dtype=bool)
+                near = np.zeros(int(flags["passed"]), dtype=bool)
+            exact[flags["exact"]] = True
+            near[flags["near"]] = True
+    return exact, near
 
 
 def _apply_flags(
-    summary: _ScreenSummary,
-    ledger: Ledger,
-    exact_positions: np.ndarray,
-    near_positions: np.ndarray,
-    offset: int,
+    summary: _ScreenSummary, ledger: Ledger, exact_mask: np.ndarray, near_mask: np.ndarray, offset: int
 ) -> np.ndarray:
     """The keep mask of a screen task's documents that passed, the first at position `offset` among all
     the job's; their decisions are counted in the ledger, per source."""
     sources, lengths, is_code = summary.passed
-    exact = _mask(exact_positions, offset, len(sources))
-    near = _mask(near_positions, offset, len(sources))
+    exact = exact_mask[offset : offset + len(sources)]
+    near = near_mask[offset : offset + len(sources)].copy()
     near &= ~exact
     keep = ~(exact | near)
     count = len(summary.sources)
@@ -476,14 +509,6 @@ def _apply_flags(
     ):
         ledger.add_decisions(name, kept, exact_count, near_count, chars, code > 0)
     return keep
-
-
-def _mask(positions: np.ndarray, offset: int, length: int) -> np.ndarray:
-    """Which of positions offset .. offset + length - 1 are in the sorted `positions`."""
-    mask = np.zeros(length, dtype=bool)
-    low, high = np.searchsorted(positions, [offset, offset + length])
-    mask[positions[low:high] - offset] = True
-    return mask
 
 
 def _merge_report(
@@ -645,25 +670,32 @@ def merge_task(work: str | Path | WorkDir, output_dir: Path) -> dict[str, Any]:
     output = WorkDir(output_dir.parent)
     partial = output.stage(output_dir.name)
     shutil.copyfile(tokenizer_path, partial / TOKENIZER_NAME)
-    for name, split in writers.segments:
-        if not writers.stream_tokens((name, split)):
-            continue
+    runs: dict[tuple[str, str], list[int]] = {}
+    for task, share in enumerate(_chunk_shares(writers, options.chunk_tokens, plan.tasks)):
+        for name, split, _, _ in share:
+            runs.setdefault((name, split), []).append(task)
+    for (name, split), tasks in runs.items():
         directory = partial / split / name
         directory.mkdir(parents=True)
         ranges = []
-        for task in range(plan.tasks):
+        for task in tasks:
             written = f"{_task_dir(WRITE, task)}/{split}/{name}"
             files = work.listdir(written)
-            if not files:
-                continue
             # The chunks go into the dataset; the run's index and digests aside, for write_index.
-            work.take_files(
+            work.copy_files(
                 written, [f for f in files if f.startswith("chunk-") and f.endswith(".bin")], directory
             )
             ranges.append(work.scratch() / "indexes" / f"{task:05d}" / split / name)
             ranges[-1].mkdir(parents=True)
-            work.take_files(written, [f for f in files if not f.endswith(".bin")], ranges[-1])
+            work.copy_files(written, [f for f in files if not f.endswith(".bin")], ranges[-1])
         write_index(directory, ranges)
+        expected = len(chunk_starts(writers.stream_tokens((name, split)), options.chunk_tokens)) - 1
+        written_chunks = len(json.loads((directory / "index.json").read_text())["chunks"])
+        if written_chunks != expected:
+            raise RuntimeError(
+                f"{split}/{name}: the write tasks left {written_chunks} chunks, {expected} expected: "
+                f"remove {work.url(WRITE)} and run the same command again"
+            )
     manifest = write_dataset_manifest(partial, ledger, writers, bpe, encoder.eos_id, encoder.bos_id)
     _publish(output, partial, output_dir.name)
     work.cleanup()

@@ -13,6 +13,7 @@ or `fetch` (a local copy, for what needs a path: token files mapped in memory, a
 
 from __future__ import annotations
 
+import os
 import posixpath
 import shutil
 import tempfile
@@ -145,13 +146,19 @@ class WorkDir:
         # Object stores have no directories (a no-op there); file:// and mounted filesystems do.
         self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
 
-    def take_files(self, relative: str, names: list[str], into: Path) -> None:
-        """Move (local) or download (remote) files of directory `relative` into the local `into`."""
+    def copy_files(self, relative: str, names: list[str], into: Path) -> None:
+        """Files of directory `relative` into the local directory `into`: hard-linked where they can be
+        (no bytes copied), else copied, or downloaded. The originals stay, so a step killed midway can
+        run again."""
         for name in names:
             if self.remote:
                 self.fs.get_file(self._path(f"{relative}/{name}"), str(into / name))
-            else:
-                shutil.move(self._path(f"{relative}/{name}"), into / name)
+                continue
+            source = self._path(f"{relative}/{name}")
+            try:
+                os.link(source, into / name)
+            except OSError:  # another filesystem, or one without hard links
+                shutil.copyfile(source, into / name)
 
     def remove(self) -> None:
         """Remove the whole work directory."""

@@ -14,6 +14,7 @@ import pytest
 
 from lit_pretrain.data import dedup
 from lit_pretrain.data.dedup import DedupConfig, Deduplicator, exact_key, normalize_for_exact
+from lit_pretrain.data.tasks import key_slice
 
 NGRAM = DedupConfig().ngram_size
 
@@ -231,11 +232,8 @@ def test_key_slices_decided_apart_and_or_ed_give_the_same_verdicts():
     flagged = np.zeros(len(bands), dtype=bool)
     for part in range(slices):
         # Each slice sees only its keys, document by document, as a dedup task does.
-        owner = (bands >> np.uint64(40)) % np.uint64(slices) == part
-        documents, columns = np.nonzero(owner)
-        table = dedup.KeyTable()
-        new = table.add_rows(table.rows(bands[documents, columns]))
-        flagged[documents[~new]] = True
+        documents, columns = np.nonzero(key_slice(bands, slices) == part)
+        flagged[dedup.repeated_owners(dedup.KeyTable(), bands[documents, columns, None], documents)] = True
     assert np.array_equal(flagged, whole)
     assert 0 < whole.sum() < len(bands)
 

@@ -117,6 +117,13 @@ def dying_publish(work, staged, relative):
         os._exit(137)
     publish(work, staged, relative)
 tasks._publish = dying_publish
+# The merge dies once it has gathered the chunks of its first (source, split).
+write_index = tasks.write_index
+def dying_write_index(directory, ranges):
+    write_index(directory, ranges)
+    if {phase == tasks.MERGE!r}:
+        os._exit(137)
+tasks.write_index = dying_write_index
 prepare({inputs["inputs"]!r}, {str(out)!r}, val_inputs={inputs["val_inputs"]!r}, tasks=3, num_proc=1,
         work_dir={str(work)!r}, **{OPTIONS!r})
 """
@@ -209,6 +216,34 @@ def test_a_task_killed_with_its_work_directory_on_object_storage_is_rerun_alone(
         **OPTIONS,
     )
     assert_same_output(reference, out)
+
+
+def test_a_merge_killed_midway_runs_again_with_every_chunk(task_inputs, reference, tmp_path: Path):
+    out, work = tmp_path / "data", tmp_path / "work"
+    _kill_during(tasks.MERGE, 0, task_inputs, out, work)
+    assert (tmp_path / "data.partial").is_dir() and not out.exists()
+    prepare(
+        task_inputs["inputs"], out, val_inputs=task_inputs["val_inputs"], tasks=3, work_dir=work, **OPTIONS
+    )
+    assert_same_output(reference, out)
+
+
+@pytest.mark.parametrize("dedup", [{"exact": False, "near": True}, {"exact": False, "near": False}])
+def test_more_tasks_than_inputs_with_each_dedup_pass_off_write_the_bytes_one_process_writes(
+    dedup, tmp_path: Path
+):
+    # Three files for eight tasks: most screen tasks and write shares are empty.
+    texts = [prose(seed, words=80) for seed in range(30)]
+    texts += [texts[3], texts[5].upper(), texts[7].replace("model", "models", 1)]
+    for part in range(3):
+        write_jsonl_texts(tmp_path / "in" / f"{part}.jsonl", texts[part::3])
+    options = dict(OPTIONS, dedup=dedup)
+    one, many = tmp_path / "one", tmp_path / "many"
+    manifest = prepare([str(tmp_path / "in")], one, **options)
+    prepare([str(tmp_path / "in")], many, tasks=8, **options)
+    assert_same_output(one, many)
+    assert manifest["exact_duplicates"] == 0
+    assert (manifest["near_duplicates"] > 0) == dedup["near"]
 
 
 def test_an_input_gone_between_phases_fails_its_task_naming_the_file_and_the_task(
