@@ -75,6 +75,7 @@ def test_task_serial_phases_benchmark_writes_its_json(tmp_path: Path):
         1e6 * (sizes[1]["seconds"]["decide"][0] - sizes[0]["seconds"]["decide"][0]) / 900
     )
     assert "decide, per extra document" in printed
+    assert sizes[1]["chunks"] > 4 * sizes[0]["chunks"] / 2, "chunks of 2**12 tokens: their number grows"
 
 
 @pytest.mark.slow
