@@ -81,11 +81,12 @@ pretrain: baseline
 	@$(VENV)/bin/lit-pretrain report $(RUN_DIR)
 	@echo "== Report (plots and summary): $(RUN_DIR)/report/README.md"
 
+# --durations: the slowest tests in every CI log, to keep the run under its 30-minute budget.
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
 
 test-slow: install
-	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+	$(PY) -m pytest -m slow --durations=15 $(PYTEST_ARGS)
 
 # Mutation testing with mutmut ([tool.mutmut] in pyproject.toml; docs/testing.md): mutants of the files
 # listed there, each run against their fast tests. mutants/ is deleted first: mutmut keeps the verdicts
