@@ -124,7 +124,8 @@ def build_parser() -> ArgumentParser:
         "--work_dir",
         type=str | None,
         default=None,
-        help="the tasks' shared work directory (default: OUTPUT.tasks)",
+        help="the tasks' shared work directory: a path every node sees, or an fsspec URL such as "
+        "s3://bucket/work (default: OUTPUT.tasks)",
     )
     parser.add_argument(
         "--slurm",

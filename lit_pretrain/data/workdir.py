@@ -30,7 +30,10 @@ class WorkDir:
         self.location = str(location)
         self.remote = "://" in self.location
         if self.remote:
-            self.fs, self.root = filesystem(self.location)
+            try:
+                self.fs, self.root = filesystem(self.location)
+            except (ImportError, ValueError) as err:
+                raise type(err)(f"--work_dir {self.location!r}: {err}") from err
         else:
             self.fs, self.root = None, str(Path(self.location).resolve())
         self._scratch: Path | None = None

@@ -200,6 +200,12 @@ def test_a_work_directory_on_object_storage_gives_the_bytes_one_process_writes(
     assert not fs.exists(path), "the work directory goes once the dataset is written"
 
 
+def test_a_work_directory_url_fsspec_cannot_open_is_an_error_naming_it(task_inputs, tmp_path: Path):
+    with pytest.raises(ValueError, match=r"--work_dir 'nosuchproto://bucket/work': .*not a URL fsspec knows"):
+        prepare(task_inputs["inputs"], tmp_path / "out", tasks=2, work_dir="nosuchproto://bucket/work")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_task_killed_with_its_work_directory_on_object_storage_is_rerun_alone(
     task_inputs, reference, tmp_path: Path
 ):
